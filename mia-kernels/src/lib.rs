@@ -1,0 +1,10 @@
+//! mia's standard kernel library, written in the mia DSL itself: activations, softmax and
+//! normalizations over the last axis. Each function takes tensors of any leading shape `N`
+//! (flatten batch dimensions first) and returns a `Result`; each has a module of the same name
+//! with its fusion `plan()` and `WGSL`.
+
+mod activations;
+mod norms;
+
+pub use activations::*;
+pub use norms::*;

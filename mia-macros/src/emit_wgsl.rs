@@ -1,0 +1,383 @@
+//! `emit_wgsl`: one compute shader per pass, reading the same IR as `emit_cpu`.
+//!
+//! Layout (shared with the generated wrapper through [`Layout`]): binding 0 is `P`, a
+//! read-only `array<u32>` of parameters — `[groups, count, dims…, strides of each access…,
+//! scalar bits…]`; then the pass's read buffers, then its written buffers. Elementwise passes
+//! run one invocation per element; row passes one workgroup per row, with reductions in
+//! workgroup memory. Workgroups may arrive on a 2-D grid (more than 65,535), so the shader
+//! linearises `workgroup_id` and returns past `groups` (a uniform value, so barriers stay
+//! in uniform control flow).
+
+use crate::ast::DType;
+use crate::graph::{BinOp, Const, RedOp, UnOp};
+use crate::lower::{InstOp, Level, PassIr, Stride};
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+pub const WORKGROUP: u32 = 256;
+
+/// Where each value lives in a pass's bindings and parameter array.
+pub struct Layout {
+    /// Buffers bound read-only, then read-write, by index into the kernel's buffer list.
+    pub reads: Vec<usize>,
+    pub writes: Vec<usize>,
+    pub rank: usize,
+    pub accesses: usize,
+}
+
+impl Layout {
+    pub fn of(ir: &PassIr) -> Layout {
+        let mut reads = Vec::new();
+        for l in &ir.loads {
+            if !reads.contains(&l.buf) {
+                reads.push(l.buf);
+            }
+        }
+        let writes = ir.stores.iter().map(|(a, _)| a.buf).collect();
+        Layout { reads, writes, rank: ir.dims.len(), accesses: ir.loads.len() + ir.stores.len() }
+    }
+    pub fn dim(&self, k: usize) -> usize {
+        2 + k
+    }
+    pub fn stride(&self, a: usize, k: usize) -> usize {
+        2 + self.rank + a * self.rank + k
+    }
+    pub fn scalar(&self, s: usize) -> usize {
+        2 + self.rank + self.accesses * self.rank + s
+    }
+    fn binding(&self, buf: usize, write: bool) -> usize {
+        let pos = if write {
+            self.reads.len() + self.writes.iter().position(|&b| b == buf).unwrap_or(0)
+        } else {
+            self.reads.iter().position(|&b| b == buf).unwrap_or(0)
+        };
+        1 + pos
+    }
+}
+
+fn wgsl_type(dt: DType) -> &'static str {
+    match dt {
+        DType::F32 => "f32",
+        DType::I32 => "i32",
+        DType::U32 => "u32",
+        DType::Bool => "bool",
+    }
+}
+
+/// The element type a buffer of `dt` holds in memory (bool is stored as u32).
+fn mem_type(dt: DType) -> &'static str {
+    match dt {
+        DType::Bool => "u32",
+        d => wgsl_type(d),
+    }
+}
+
+/// The shader of pass `ir`; `buf_types` gives each kernel buffer's dtype.
+pub fn pass_shader(kernel: &str, p: usize, ir: &PassIr, buf_types: &[DType], scalar_types: &[DType]) -> String {
+    let lay = Layout::of(ir);
+    let mut s = String::new();
+    let _ = writeln!(s, "// mia kernel `{kernel}`, pass {p}: generated; validated by naga at build time.");
+    let _ = writeln!(s, "@group(0) @binding(0) var<storage, read> P: array<u32>;");
+    for &b in &lay.reads {
+        let _ = writeln!(
+            s,
+            "@group(0) @binding({}) var<storage, read> B{b}: array<{}>;",
+            lay.binding(b, false),
+            mem_type(buf_types[b])
+        );
+    }
+    for &b in &lay.writes {
+        let _ = writeln!(
+            s,
+            "@group(0) @binding({}) var<storage, read_write> B{b}: array<{}>;",
+            lay.binding(b, true),
+            mem_type(buf_types[b])
+        );
+    }
+    let mut e = Emitter { ir, lay: &lay, buf_types, scalar_types, helpers: BTreeSet::new(), shared: BTreeSet::new() };
+    let body = if ir.is_rows() { e.rows() } else { e.elementwise() };
+    for h in &e.helpers {
+        s.push_str(helper(h));
+    }
+    for dt in &e.shared {
+        let _ = writeln!(s, "var<workgroup> red_{dt}: array<{dt}, {WORKGROUP}>;");
+    }
+    let _ = writeln!(
+        s,
+        "@compute @workgroup_size({WORKGROUP})\nfn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{\n    let wid = wg.x + wg.y * nwg.x;\n    if (wid >= P[0]) {{ return; }}"
+    );
+    s.push_str(&body);
+    s.push_str("}\n");
+    s
+}
+
+struct Emitter<'a> {
+    ir: &'a PassIr,
+    lay: &'a Layout,
+    buf_types: &'a [DType],
+    scalar_types: &'a [DType],
+    helpers: BTreeSet<&'static str>,
+    shared: BTreeSet<&'static str>,
+}
+
+impl Emitter<'_> {
+    fn bases(&self, axes: &[usize], out: &mut String) {
+        let n = self.lay.accesses;
+        let all: Vec<&Vec<Stride>> =
+            self.ir.loads.iter().map(|a| &a.strides).chain(self.ir.stores.iter().map(|(a, _)| &a.strides)).collect();
+        for (a, strides) in all.iter().enumerate().take(n) {
+            let terms: Vec<String> = axes
+                .iter()
+                .filter(|&&k| strides[k] != Stride::Zero)
+                .map(|&k| format!("i{k} * P[{}]", self.lay.stride(a, k)))
+                .collect();
+            let e = if terms.is_empty() { "0u".to_string() } else { terms.join(" + ") };
+            let _ = writeln!(out, "    let b{a} = {e};");
+        }
+    }
+
+    fn unravel(&self, var: &str, axes: &[usize], out: &mut String) {
+        let _ = writeln!(out, "    var rem = {var};");
+        for (n, &k) in axes.iter().enumerate().rev() {
+            if n == 0 {
+                let _ = writeln!(out, "    let i{k} = rem;");
+            } else {
+                let d = self.lay.dim(k);
+                let _ = writeln!(out, "    let i{k} = rem % P[{d}];\n    rem = rem / P[{d}];");
+            }
+        }
+    }
+
+    fn elementwise(&mut self) -> String {
+        let mut s = String::new();
+        let r = self.ir.dims.len();
+        let _ = writeln!(s, "    let e = wid * {WORKGROUP}u + lid;\n    if (e >= P[1]) {{ return; }}");
+        let axes: Vec<usize> = (0..r).collect();
+        self.unravel("e", &axes, &mut s);
+        self.bases(&axes, &mut s);
+        let targets: Vec<usize> = self.ir.stores.iter().map(|(_, v)| *v).collect();
+        let insts = self.ir.needed(&targets, |_| true);
+        self.insts(&insts, None, &mut s);
+        for (k, (acc, v)) in self.ir.stores.iter().enumerate() {
+            let _ = acc;
+            self.store(k, &format!("b{}", self.ir.loads.len() + k), *v, &mut s);
+        }
+        s
+    }
+
+    fn rows(&mut self) -> String {
+        let ir = self.ir;
+        let ax = ir.axis.unwrap_or(0);
+        let r = ir.dims.len();
+        let mut s = String::new();
+        let outer: Vec<usize> = (0..r).filter(|&k| k != ax).collect();
+        let _ = writeln!(s, "    let n = P[{}];\n    let axis_len = f32(n);", self.lay.dim(ax));
+        if !outer.is_empty() {
+            self.unravel("wid", &outer, &mut s);
+        }
+        self.bases(&outer, &mut s);
+        let all_targets: Vec<usize> =
+            ir.stores.iter().map(|(_, v)| *v).chain(ir.phases.iter().map(|p| p.value)).collect();
+        let uniform = ir.needed(&all_targets, |l| l == Level::Uniform);
+        self.insts(&uniform, None, &mut s);
+        let row_insts = ir.needed(&all_targets, |l| matches!(l, Level::Row(_)));
+        let stage = |st: usize| -> Vec<usize> {
+            row_insts.iter().copied().filter(|&i| ir.insts[i].level == Level::Row(st)).collect()
+        };
+        self.insts(&stage(0), None, &mut s);
+        for (p, ph) in ir.phases.iter().enumerate() {
+            let t = wgsl_type(ph.dtype);
+            self.shared.insert(t);
+            let insts = ir.needed(&[ph.value], |l| matches!(l, Level::Elem(_)));
+            let _ = writeln!(s, "    var acc{p}: {t} = {};", red_init(ph.op, ph.dtype));
+            let _ = writeln!(s, "    for (var j = lid; j < n; j = j + {WORKGROUP}u) {{");
+            self.insts(&insts, Some(ax), &mut s);
+            let _ = writeln!(s, "    acc{p} = {};", combine(ph.op, &format!("acc{p}"), &format!("v{}", ph.value)));
+            let _ = writeln!(s, "    }}");
+            let _ = writeln!(
+                s,
+                "    red_{t}[lid] = acc{p};\n    workgroupBarrier();\n    for (var h = {}u; h > 0u; h = h >> 1u) {{\n        if (lid < h) {{ red_{t}[lid] = {}; }}\n        workgroupBarrier();\n    }}\n    let ph{p} = red_{t}[0];\n    workgroupBarrier();",
+                WORKGROUP / 2,
+                combine(ph.op, &format!("red_{t}[lid]"), &format!("red_{t}[lid + h]"))
+            );
+            self.insts(&stage(p + 1), None, &mut s);
+        }
+        let elem_stores: Vec<usize> =
+            (0..ir.stores.len()).filter(|&k| ir.stores[k].0.strides[ax] != Stride::Zero).collect();
+        if !elem_stores.is_empty() {
+            let targets: Vec<usize> = elem_stores.iter().map(|&k| ir.stores[k].1).collect();
+            let insts = ir.needed(&targets, |l| matches!(l, Level::Elem(_)));
+            let _ = writeln!(s, "    for (var j = lid; j < n; j = j + {WORKGROUP}u) {{");
+            self.insts(&insts, Some(ax), &mut s);
+            for &k in &elem_stores {
+                let a = ir.loads.len() + k;
+                let off = format!("b{a} + j * P[{}]", self.lay.stride(a, ax));
+                self.store(k, &off, ir.stores[k].1, &mut s);
+            }
+            let _ = writeln!(s, "    }}");
+        }
+        let row_stores: Vec<usize> =
+            (0..ir.stores.len()).filter(|&k| ir.stores[k].0.strides[ax] == Stride::Zero).collect();
+        if !row_stores.is_empty() {
+            let _ = writeln!(s, "    if (lid == 0u) {{");
+            for k in row_stores {
+                self.store(k, &format!("b{}", ir.loads.len() + k), ir.stores[k].1, &mut s);
+            }
+            let _ = writeln!(s, "    }}");
+        }
+        s
+    }
+
+    fn store(&self, k: usize, off: &str, v: usize, s: &mut String) {
+        let buf = self.ir.stores[k].0.buf;
+        let val = if self.buf_types[buf] == DType::Bool { format!("select(0u, 1u, v{v})") } else { format!("v{v}") };
+        let _ = writeln!(s, "    B{buf}[{off}] = {val};");
+    }
+
+    /// `let v{i} = …;` for each instruction; inside a row loop, element loads index by `j`
+    /// along `axis`.
+    fn insts(&mut self, insts: &[usize], axis: Option<usize>, s: &mut String) {
+        for &i in insts {
+            let inst = &self.ir.insts[i];
+            let dt = inst.dtype;
+            let a = |k: usize| format!("v{k}");
+            let e = match &inst.op {
+                InstOp::Load(k) => {
+                    let acc = &self.ir.loads[*k];
+                    let off = match axis {
+                        Some(ax) if acc.strides[ax] != Stride::Zero => {
+                            format!("b{k} + j * P[{}]", self.lay.stride(*k, ax))
+                        }
+                        _ => format!("b{k}"),
+                    };
+                    let raw = format!("B{}[{off}]", acc.buf);
+                    if dt == DType::Bool { format!("({raw} != 0u)") } else { raw }
+                }
+                InstOp::Scalar(sc) => {
+                    let p = format!("P[{}]", self.lay.scalar(*sc));
+                    match self.scalar_types.get(*sc).copied().unwrap_or(DType::F32) {
+                        DType::F32 => format!("bitcast<f32>({p})"),
+                        DType::I32 => format!("bitcast<i32>({p})"),
+                        DType::U32 => p,
+                        DType::Bool => format!("({p} != 0u)"),
+                    }
+                }
+                InstOp::Const(c) => const_expr(*c),
+                InstOp::Phase(p) => format!("ph{p}"),
+                InstOp::AxisLen => "axis_len".to_string(),
+                InstOp::Unary(op, x) => self.unary(*op, dt, &a(*x)),
+                InstOp::Binary(op, x, y) => binary(*op, self.ir.insts[*x].dtype, &a(*x), &a(*y)),
+                InstOp::Select(c, x, y) => format!("select({}, {}, {})", a(*y), a(*x), a(*c)),
+                InstOp::Cast(x) => format!("{}({})", wgsl_type(dt), a(*x)),
+            };
+            let _ = writeln!(s, "    let v{i}: {} = {e};", wgsl_type(dt));
+        }
+    }
+
+    fn unary(&mut self, op: UnOp, dt: DType, a: &str) -> String {
+        let float = dt == DType::F32;
+        let mut call = |name: &'static str| {
+            self.helpers.insert(name);
+            if name == "mia_gelu" {
+                self.helpers.insert("mia_erf");
+            }
+            format!("{name}({a})")
+        };
+        match op {
+            UnOp::Neg => format!("(-{a})"),
+            UnOp::Abs if dt == DType::U32 => a.to_string(),
+            UnOp::Abs => format!("abs({a})"),
+            UnOp::Relu if float => format!("max({a}, 0.0)"),
+            UnOp::Relu if dt == DType::I32 => format!("max({a}, 0i)"),
+            UnOp::Relu => a.to_string(),
+            UnOp::Exp => format!("exp({a})"),
+            UnOp::Ln => format!("log({a})"),
+            UnOp::Sqrt => format!("sqrt({a})"),
+            UnOp::Rsqrt => format!("inverseSqrt({a})"),
+            UnOp::Sin => format!("sin({a})"),
+            UnOp::Cos => format!("cos({a})"),
+            UnOp::Tanh => call("mia_tanh"),
+            UnOp::Sigmoid => call("mia_sigmoid"),
+            UnOp::Gelu => call("mia_gelu"),
+            UnOp::GeluTanh => {
+                let r = call("mia_gelu_tanh");
+                self.helpers.insert("mia_tanh");
+                r
+            }
+            UnOp::Silu => call("mia_silu"),
+        }
+    }
+}
+
+fn helper(name: &str) -> &'static str {
+    match name {
+        // tanh saturates to ±1 well before 15; clamping keeps exp-based implementations
+        // from computing inf/inf.
+        "mia_tanh" => "fn mia_tanh(x: f32) -> f32 { return tanh(clamp(x, -15.0, 15.0)); }\n",
+        "mia_sigmoid" => "fn mia_sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }\n",
+        "mia_silu" => "fn mia_silu(x: f32) -> f32 { return x / (1.0 + exp(-x)); }\n",
+        // erf: Taylor series near 0 (relative accuracy), Abramowitz & Stegun 7.1.26 beyond.
+        "mia_erf" => {
+            "fn mia_erf(x: f32) -> f32 {\n    let a = abs(x);\n    let x2 = x * x;\n    let small = x * (1.1283791671 + x2 * (-0.3761263890 + x2 * (0.1128379167 + x2 * (-0.0268661706 + x2 * (0.0052239776 + x2 * -0.0008548327)))));\n    let t = 1.0 / (1.0 + 0.3275911 * a);\n    let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-a * a);\n    return select(sign(x) * y, small, a < 0.5);\n}\n"
+        }
+        "mia_gelu" => "fn mia_gelu(x: f32) -> f32 { return 0.5 * x * (1.0 + mia_erf(x * 0.70710678118)); }\n",
+        "mia_gelu_tanh" => {
+            "fn mia_gelu_tanh(x: f32) -> f32 { return 0.5 * x * (1.0 + mia_tanh(0.79788456080 * (x + 0.044715 * x * x * x))); }\n"
+        }
+        _ => "",
+    }
+}
+
+fn red_init(op: RedOp, dt: DType) -> String {
+    match (op, dt) {
+        (RedOp::Sum | RedOp::Mean, DType::F32) => "0.0".into(),
+        (RedOp::Sum | RedOp::Mean, DType::I32) => "0i".into(),
+        (RedOp::Sum | RedOp::Mean, _) => "0u".into(),
+        (RedOp::Max, DType::F32) => "bitcast<f32>(0xff800000u)".into(),
+        (RedOp::Min, DType::F32) => "bitcast<f32>(0x7f800000u)".into(),
+        (RedOp::Max, DType::I32) => "i32(-2147483647 - 1)".into(),
+        (RedOp::Min, DType::I32) => "2147483647i".into(),
+        (RedOp::Max, _) => "0u".into(),
+        (RedOp::Min, _) => "4294967295u".into(),
+    }
+}
+
+fn combine(op: RedOp, a: &str, v: &str) -> String {
+    match op {
+        RedOp::Sum | RedOp::Mean => format!("{a} + {v}"),
+        RedOp::Max => format!("max({a}, {v})"),
+        RedOp::Min => format!("min({a}, {v})"),
+    }
+}
+
+fn const_expr(c: Const) -> String {
+    match c.dtype {
+        DType::F32 => {
+            let v = f32::from_bits(c.bits);
+            if v.is_finite() { format!("({v:?}f)") } else { format!("bitcast<f32>({}u)", c.bits) }
+        }
+        DType::I32 => format!("bitcast<i32>({}u)", c.bits),
+        DType::U32 => format!("{}u", c.bits),
+        DType::Bool => (c.bits != 0).to_string(),
+    }
+}
+
+fn binary(op: BinOp, dt: DType, a: &str, b: &str) -> String {
+    let _ = dt;
+    let sym = match op {
+        BinOp::Add => "+",
+        BinOp::Sub => "-",
+        BinOp::Mul => "*",
+        BinOp::Div => "/",
+        BinOp::Lt => "<",
+        BinOp::Le => "<=",
+        BinOp::Gt => ">",
+        BinOp::Ge => ">=",
+        BinOp::Eq => "==",
+        BinOp::Ne => "!=",
+        BinOp::Pow => return format!("pow({a}, {b})"),
+        BinOp::Max => return format!("max({a}, {b})"),
+        BinOp::Min => return format!("min({a}, {b})"),
+    };
+    format!("({a} {sym} {b})")
+}

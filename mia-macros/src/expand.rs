@@ -1,0 +1,631 @@
+//! `expand`: runs the pipeline on one `#[kernel]` item and assembles what replaces it: the
+//! callable function (shape binding, device dispatch, the CPU pass functions, the GPU passes)
+//! and a module of the same name holding the plan and the WGSL.
+
+use crate::ast::{self, DType, Dim, Kernel, ParamTy};
+use crate::emit_cpu::{self, rust_type, PassSig};
+use crate::emit_wgsl::{self, Layout, WORKGROUP};
+use crate::fuse::{self, BufKind, Fused};
+use crate::graph::Graph;
+use crate::lower::{self, PassIr, Stride};
+use crate::{check, validate};
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, ToTokens};
+
+/// Options of `#[kernel(...)]`.
+#[derive(Default)]
+pub struct Options {
+    /// `#[kernel(fusion = false)]`: every op its own pass (to measure what fusion buys).
+    pub unfused: bool,
+}
+
+fn parse_options(attr: TokenStream) -> syn::Result<Options> {
+    let mut o = Options::default();
+    if attr.is_empty() {
+        return Ok(o);
+    }
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("fusion") {
+            let v: syn::LitBool = meta.value()?.parse()?;
+            o.unfused = !v.value;
+            Ok(())
+        } else {
+            Err(meta.error("unknown kernel option; supported: `fusion = false`"))
+        }
+    });
+    syn::parse::Parser::parse2(parser, attr)?;
+    Ok(o)
+}
+
+pub fn kernel(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let func: syn::ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(e) => {
+            let mut out = e.to_compile_error();
+            out.extend(item);
+            return out;
+        }
+    };
+    let opts = match parse_options(attr) {
+        Ok(o) => o,
+        Err(e) => return errors_with_stub(vec![e], &func),
+    };
+    match compile(&func, &opts) {
+        Ok(ts) => ts,
+        Err(errs) => errors_with_stub(errs, &func),
+    }
+}
+
+/// The compile errors, plus a stand-in with the generated signature (when the signature
+/// itself is fine) so that callers and IDEs see the function and no further errors cascade.
+fn errors_with_stub(errs: Vec<syn::Error>, func: &syn::ItemFn) -> TokenStream {
+    let mut out: TokenStream = errs.iter().map(|e| e.to_compile_error()).collect();
+    if let Ok(sig) = signature_only(func) {
+        out.extend(quote! {
+            #[allow(unused_variables, clippy::all)]
+            #sig {
+                ::core::unreachable!("this kernel failed to compile")
+            }
+        });
+    }
+    out
+}
+
+fn signature_only(func: &syn::ItemFn) -> Result<TokenStream, ()> {
+    let attrs = &func.attrs;
+    let vis = &func.vis;
+    let name = &func.sig.ident;
+    let mut params = Vec::new();
+    for arg in &func.sig.inputs {
+        let syn::FnArg::Typed(pt) = arg else { return Err(()) };
+        let syn::Pat::Ident(pi) = &*pt.pat else { return Err(()) };
+        let id = &pi.ident;
+        match ast_type(&pt.ty)? {
+            ParamTy::Tensor { dtype, .. } => {
+                let t = rust_type(dtype);
+                params.push(quote!(#id: &::mia_runtime::Tensor<#t>));
+            }
+            ParamTy::Scalar(dt) => {
+                let t = rust_type(dt);
+                params.push(quote!(#id: #t));
+            }
+        }
+    }
+    let syn::ReturnType::Type(_, ty) = &func.sig.output else { return Err(()) };
+    let outs: Vec<&syn::Type> = match &**ty {
+        syn::Type::Tuple(t) => t.elems.iter().collect(),
+        t => vec![t],
+    };
+    let mut dts = Vec::new();
+    for t in &outs {
+        match ast_type(t)? {
+            ParamTy::Tensor { dtype, .. } => dts.push(dtype),
+            ParamTy::Scalar(_) => return Err(()),
+        }
+    }
+    let ret = return_type(&dts, matches!(&**ty, syn::Type::Tuple(_)));
+    Ok(quote!(#(#attrs)* #vis fn #name(#(#params),*) -> ::mia_runtime::Result<#ret>))
+}
+
+fn ast_type(ty: &syn::Type) -> Result<ParamTy, ()> {
+    // Re-parse a single parameter type through the kernel parser.
+    let f: syn::ItemFn = syn::parse2(quote!(fn f(x: #ty) -> Tensor<f32> { x })).map_err(|_| ())?;
+    let k = ast::parse(&f).map_err(|_| ())?;
+    k.params.into_iter().next().map(|p| p.ty).ok_or(())
+}
+
+fn return_type(dts: &[DType], tuple: bool) -> TokenStream {
+    let ts: Vec<TokenStream> = dts.iter().map(|d| {
+        let t = rust_type(*d);
+        quote!(::mia_runtime::Tensor<#t>)
+    }).collect();
+    if tuple { quote!((#(#ts,)*)) } else { quote!(#(#ts)*) }
+}
+
+/// The whole pipeline: parse → check → fuse → lower → emit → validate.
+fn compile(func: &syn::ItemFn, opts: &Options) -> Result<TokenStream, Vec<syn::Error>> {
+    let k = ast::parse(func)?;
+    let g = check::check(&k)?;
+    let fused = if opts.unfused { fuse::fuse_none(&g) } else { fuse::fuse(&g) };
+    let passes = lower::lower(&g, &fused);
+    let scalar_types: Vec<DType> = k
+        .params
+        .iter()
+        .filter_map(|p| match p.ty {
+            ParamTy::Scalar(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    let buf_types: Vec<DType> = fused.buffers.iter().map(|b| g.node(b.node).dtype).collect();
+    let name = k.name.to_string();
+    let mut shaders = Vec::new();
+    for (p, ir) in passes.iter().enumerate() {
+        let src = emit_wgsl::pass_shader(&name, p, ir, &buf_types, &scalar_types);
+        if let Err(msg) = validate::wgsl(&src) {
+            return Err(vec![syn::Error::new(
+                k.name.span(),
+                format!("internal error: mia generated invalid WGSL for pass {p} of kernel `{name}` (please report): {msg}"),
+            )]);
+        }
+        shaders.push(src);
+    }
+    Ok(Expander { k: &k, g: &g, f: &fused, passes: &passes, scalar_types, buf_types }.expand(&shaders))
+}
+
+struct Expander<'a> {
+    k: &'a Kernel,
+    g: &'a Graph,
+    f: &'a Fused,
+    passes: &'a [PassIr],
+    scalar_types: Vec<DType>,
+    buf_types: Vec<DType>,
+}
+
+fn sym_ident(s: &str) -> syn::Ident {
+    format_ident!("__sym_{}", s)
+}
+
+impl Expander<'_> {
+    fn symbols(&self) -> Vec<String> {
+        let mut syms = Vec::new();
+        for p in &self.k.params {
+            if let ParamTy::Tensor { dims, .. } = &p.ty {
+                for d in dims {
+                    if let Dim::Sym(s) = d {
+                        if !syms.contains(s) {
+                            syms.push(s.clone());
+                        }
+                    }
+                }
+            }
+        }
+        syms
+    }
+
+    /// Run-time value of a dimension, in a function returning `mia_runtime::Result`.
+    fn dim(&self, d: &Dim) -> TokenStream {
+        match d {
+            Dim::Lit(n) => {
+                let n = *n as usize;
+                quote!(#n)
+            }
+            Dim::Sym(s) => sym_ident(s).to_token_stream(),
+            Dim::Expr(a, op, b) => {
+                let (ta, tb) = (self.dim(a), self.dim(b));
+                let text = d.to_string();
+                quote!(rt::dim_op(__K, #text, #ta, #op, #tb)?)
+            }
+        }
+    }
+
+    fn prod(&self, p: &[Dim]) -> TokenStream {
+        let mut t = quote!(1usize);
+        for d in p {
+            let v = self.dim(d);
+            t = quote!(#t.saturating_mul(#v));
+        }
+        t
+    }
+
+    fn buf_name(&self, b: usize) -> String {
+        match self.f.buffers[b].kind {
+            BufKind::Input(i) => self.tensor_params()[i].0.to_string(),
+            BufKind::Output(i) => format!("out{i}"),
+            BufKind::Temp => format!("t{b}"),
+        }
+    }
+
+    fn tensor_params(&self) -> Vec<(syn::Ident, DType, Vec<Dim>)> {
+        self.k
+            .params
+            .iter()
+            .filter_map(|p| match &p.ty {
+                ParamTy::Tensor { dtype, dims } => Some((p.name.clone(), *dtype, dims.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn expand(&self, shaders: &[String]) -> TokenStream {
+        let k = self.k;
+        let name = &k.name;
+        let name_str = name.to_string();
+        let vis = &k.vis;
+        let attrs = &k.attrs;
+        let syms = self.symbols();
+        let tparams = self.tensor_params();
+
+        // Signature.
+        let mut params = Vec::new();
+        for p in &k.params {
+            let id = &p.name;
+            params.push(match &p.ty {
+                ParamTy::Tensor { dtype, .. } => {
+                    let t = rust_type(*dtype);
+                    quote!(#id: &::mia_runtime::Tensor<#t>)
+                }
+                ParamTy::Scalar(dt) => {
+                    let t = rust_type(*dt);
+                    quote!(#id: #t)
+                }
+            });
+        }
+        let out_types: Vec<DType> = k.outputs.iter().map(|o| o.dtype).collect();
+        let ret = return_type(&out_types, k.tuple_return);
+
+        // Shape binding.
+        let mut bind = TokenStream::new();
+        for (id, _, dims) in &tparams {
+            let pname = id.to_string();
+            let spec: Vec<TokenStream> = dims
+                .iter()
+                .map(|d| match d {
+                    Dim::Lit(n) => {
+                        let n = *n as usize;
+                        quote!(rt::D::Lit(#n))
+                    }
+                    Dim::Sym(s) => {
+                        let i = syms.iter().position(|x| x == s).unwrap_or(0);
+                        quote!(rt::D::Sym(#i))
+                    }
+                    Dim::Expr(..) => quote!(rt::D::Expr),
+                })
+                .collect();
+            bind.extend(quote!(__dims.bind(#pname, #id.shape(), &[#(#spec),*])?;));
+        }
+        for (i, s) in syms.iter().enumerate() {
+            let id = sym_ident(s);
+            bind.extend(quote!(let #id: usize = __dims.get(#i);));
+        }
+        for (id, _, dims) in &tparams {
+            let pname = id.to_string();
+            for (axis, d) in dims.iter().enumerate() {
+                if let Dim::Expr(..) = d {
+                    let v = self.dim(d);
+                    let text = d.to_string();
+                    bind.extend(quote!(rt::check_dim(__K, #pname, #axis, #text, #v, #id.shape()[#axis])?;));
+                }
+            }
+        }
+        let dev_args: Vec<TokenStream> = tparams
+            .iter()
+            .map(|(id, _, _)| {
+                let s = id.to_string();
+                quote!((#s, #id.device()))
+            })
+            .collect();
+
+        // Buffers: shapes and lengths of outputs and temps.
+        let mut shapes = TokenStream::new();
+        for (b, buf) in self.f.buffers.iter().enumerate() {
+            if matches!(buf.kind, BufKind::Input(_)) {
+                continue;
+            }
+            let sh = format_ident!("__shape{}", b);
+            let len = format_ident!("__len{}", b);
+            let dims: Vec<TokenStream> = buf.shape.iter().map(|d| self.dim(d)).collect();
+            shapes.extend(quote! {
+                let #sh: ::std::vec::Vec<usize> = ::std::vec![#(#dims),*];
+                let #len: usize = #sh.iter().fold(1usize, |a, &b| a.saturating_mul(b));
+            });
+        }
+
+        let cpu_fns: Vec<TokenStream> =
+            self.passes.iter().enumerate().map(|(p, ir)| emit_cpu::pass_fn(p, &self.sig(ir))).collect();
+        let cpu = self.cpu_body();
+        let gpu = self.gpu_body(name);
+        let plan = self.plan();
+        let np = shaders.len();
+        let sym_names = &syms;
+        quote! {
+            #(#attrs)*
+            #[allow(non_snake_case, unused_variables, unused_mut, clippy::all)]
+            #vis fn #name(#(#params),*) -> ::mia_runtime::Result<#ret> {
+                use ::mia_runtime::rt;
+                const __K: &str = #name_str;
+                let mut __dims = rt::Dims::new(__K, &[#(#sym_names),*]);
+                #bind
+                let __dev = rt::same_device(__K, &[#(#dev_args),*])?;
+                #shapes
+                #(#cpu_fns)*
+                if __dev.is_cpu() {
+                    #cpu
+                } else {
+                    #gpu
+                }
+            }
+
+            /// What the kernel of the same name became: its fusion plan and generated WGSL.
+            #[allow(non_snake_case, dead_code)]
+            #vis mod #name {
+                /// The WGSL of each pass, validated by naga when the kernel was compiled.
+                pub const WGSL: [&str; #np] = [#(#shaders),*];
+                /// The fusion plan: passes, dispatches, fused ops, bytes moved.
+                pub fn plan() -> &'static ::mia_runtime::Plan {
+                    static PLAN: ::mia_runtime::Plan = #plan;
+                    &PLAN
+                }
+            }
+        }
+    }
+
+    fn sig<'b>(&'b self, ir: &'b PassIr) -> PassSig<'b> {
+        PassSig {
+            ir,
+            load_types: ir.loads.iter().map(|a| self.buf_types[a.buf]).collect(),
+            store_types: ir.stores.iter().map(|(a, _)| self.buf_types[a.buf]).collect(),
+            scalar_types: &self.scalar_types,
+        }
+    }
+
+    fn scalar_idents(&self) -> Vec<syn::Ident> {
+        self.k
+            .params
+            .iter()
+            .filter(|p| matches!(p.ty, ParamTy::Scalar(_)))
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    /// `let d = [...]; let st = [[...]; NA];` and the iteration count of pass `ir`.
+    fn pass_dims(&self, ir: &PassIr) -> (TokenStream, TokenStream) {
+        let dims: Vec<TokenStream> = ir.dims.iter().map(|p| self.prod(p)).collect();
+        let strides: Vec<TokenStream> = ir
+            .loads
+            .iter()
+            .chain(ir.stores.iter().map(|(a, _)| a))
+            .map(|a| {
+                let s: Vec<TokenStream> = a
+                    .strides
+                    .iter()
+                    .map(|s| match s {
+                        Stride::Zero => quote!(0usize),
+                        Stride::Prod(p) => self.prod(p),
+                    })
+                    .collect();
+                quote!([#(#s),*])
+            })
+            .collect();
+        let count = match ir.axis {
+            None => quote!(d.iter().fold(1usize, |a, &b| a.saturating_mul(b))),
+            Some(ax) => quote!(d.iter().enumerate().filter(|(k, _)| *k != #ax).fold(1usize, |a, (_, &b)| a.saturating_mul(b))),
+        };
+        (
+            quote! {
+                let d = [#(#dims),*];
+                let st = [#(#strides),*];
+                let count: usize = #count;
+            },
+            count,
+        )
+    }
+
+    fn outputs_expr(&self, wrap: impl Fn(usize) -> TokenStream) -> TokenStream {
+        let outs: Vec<TokenStream> = self
+            .f
+            .buffers
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| matches!(b.kind, BufKind::Output(_)))
+            .map(|(b, _)| wrap(b))
+            .collect();
+        if self.k.tuple_return {
+            quote!(::core::result::Result::Ok((#(#outs,)*)))
+        } else {
+            quote!(::core::result::Result::Ok(#(#outs)*))
+        }
+    }
+
+    fn cpu_body(&self) -> TokenStream {
+        let tparams = self.tensor_params();
+        let mut out = TokenStream::new();
+        for (b, buf) in self.f.buffers.iter().enumerate() {
+            let v = format_ident!("__cb{}", b);
+            let t = rust_type(self.buf_types[b]);
+            match buf.kind {
+                BufKind::Input(i) => {
+                    let id = &tparams[i].0;
+                    out.extend(quote!(let #v: &[#t] = rt::cpu(#id)?;));
+                }
+                _ => {
+                    let len = format_ident!("__len{}", b);
+                    out.extend(quote!(let mut #v: ::std::vec::Vec<#t> = rt::cpu_alloc::<#t>(#len);));
+                }
+            }
+        }
+        let scalars = self.scalar_idents();
+        for (p, ir) in self.passes.iter().enumerate() {
+            let (dims, _) = self.pass_dims(ir);
+            let f = emit_cpu::pass_fn_name(p);
+            let mut args = Vec::new();
+            let mut lets = TokenStream::new();
+            for (k, a) in ir.loads.iter().enumerate() {
+                let l = format_ident!("l{}", k);
+                let v = format_ident!("__cb{}", a.buf);
+                lets.extend(quote!(let #l = &#v[..];));
+                args.push(quote!(#l));
+            }
+            for (k, (a, _)) in ir.stores.iter().enumerate() {
+                let o = format_ident!("o{}", k);
+                let v = format_ident!("__cb{}", a.buf);
+                lets.extend(quote!(let #o = rt::OutPtr(#v.as_mut_ptr());));
+                args.push(quote!(#o));
+            }
+            for s in &scalars {
+                args.push(quote!(#s));
+            }
+            let cost = match ir.axis {
+                None => quote!(1usize),
+                Some(ax) => {
+                    let phases = ir.phases.len() + 1;
+                    quote!(d[#ax].saturating_mul(#phases))
+                }
+            };
+            // Stores first: they borrow their buffers mutably.
+            out.extend(quote! {
+                {
+                    #dims
+                    #lets
+                    rt::parallel_for(count, #cost, |range| #f(#(#args,)* &d, &st, range));
+                }
+            });
+        }
+        let tparams_len = tparams.len();
+        let _ = tparams_len;
+        out.extend(self.outputs_expr(|b| {
+            let v = format_ident!("__cb{}", b);
+            let sh = format_ident!("__shape{}", b);
+            quote!(rt::cpu_tensor(#sh, #v))
+        }));
+        out
+    }
+
+    fn gpu_body(&self, name: &syn::Ident) -> TokenStream {
+        let tparams = self.tensor_params();
+        let mut out = TokenStream::new();
+        for (b, buf) in self.f.buffers.iter().enumerate() {
+            let v = format_ident!("__gb{}", b);
+            let t = rust_type(self.buf_types[b]);
+            match buf.kind {
+                BufKind::Input(i) => {
+                    let id = &tparams[i].0;
+                    out.extend(quote!(let #v: &rt::GpuBuffer = rt::gpu_buffer(#id)?;));
+                }
+                _ => {
+                    let len = format_ident!("__len{}", b);
+                    out.extend(quote!(let #v: rt::GpuBuffer = rt::GpuBuffer::alloc::<#t>(&__dev, #len)?;));
+                }
+            }
+        }
+        let scalars = self.scalar_idents();
+        for (p, ir) in self.passes.iter().enumerate() {
+            let lay = Layout::of(ir);
+            let (dims, _) = self.pass_dims(ir);
+            let bufs: Vec<TokenStream> = lay
+                .reads
+                .iter()
+                .chain(&lay.writes)
+                .map(|&b| {
+                    let v = format_ident!("__gb{}", b);
+                    if matches!(self.f.buffers[b].kind, BufKind::Input(_)) { quote!(#v) } else { quote!(&#v) }
+                })
+                .collect();
+            let reads = lay.reads.len();
+            let scalar_bits: Vec<TokenStream> = scalars
+                .iter()
+                .zip(&self.scalar_types)
+                .map(|(s, dt)| match dt {
+                    DType::F32 => quote!(#s.to_bits()),
+                    _ => quote!(#s as u32),
+                })
+                .collect();
+            let label = format!("{name}/pass{p}");
+            let groups = match ir.axis {
+                None => quote!(count.div_ceil(#WORKGROUP as usize)),
+                Some(_) => quote!(count),
+            };
+            out.extend(quote! {
+                {
+                    #dims
+                    let groups: usize = #groups;
+                    let mut params: ::std::vec::Vec<u32> = ::std::vec![rt::gpu_u32(__K, groups)?, rt::gpu_u32(__K, count)?];
+                    for v in d { params.push(rt::gpu_u32(__K, v)?); }
+                    for a in st { for v in a { params.push(rt::gpu_u32(__K, v)?); } }
+                    #(params.push(#scalar_bits);)*
+                    __dev.dispatch(&rt::GpuPass {
+                        wgsl: #name::WGSL[#p],
+                        label: #label,
+                        buffers: &[#(#bufs),*],
+                        reads: #reads,
+                        params: &params,
+                        groups: groups as u64,
+                    })?;
+                }
+            });
+        }
+        out.extend(self.outputs_expr(|b| {
+            let v = format_ident!("__gb{}", b);
+            let sh = format_ident!("__shape{}", b);
+            quote!(rt::gpu_tensor(#sh, #v))
+        }));
+        out
+    }
+
+    fn plan_dims(&self, dims: &[Dim]) -> TokenStream {
+        let ds: Vec<TokenStream> = dims
+            .iter()
+            .map(|d| match d {
+                Dim::Lit(n) => {
+                    let n = *n as usize;
+                    quote!(::mia_runtime::Dim::Lit(#n))
+                }
+                Dim::Sym(s) => quote!(::mia_runtime::Dim::Sym(#s)),
+                Dim::Expr(..) => {
+                    let t = d.to_string();
+                    quote!(::mia_runtime::Dim::Expr(#t))
+                }
+            })
+            .collect();
+        quote!(&[#(#ds),*])
+    }
+
+    fn io(&self, b: usize) -> TokenStream {
+        let name = self.buf_name(b);
+        let dt = self.buf_types[b].name();
+        let dims = self.plan_dims(&self.f.buffers[b].shape);
+        quote!(::mia_runtime::Io { name: #name, dtype: #dt, elem_bytes: 4, dims: #dims })
+    }
+
+    fn plan(&self) -> TokenStream {
+        let kernel = self.k.name.to_string();
+        let pick = |f: &dyn Fn(&BufKind) -> bool| -> Vec<TokenStream> {
+            self.f.buffers.iter().enumerate().filter(|(_, b)| f(&b.kind)).map(|(i, _)| self.io(i)).collect()
+        };
+        let inputs = pick(&|k| matches!(k, BufKind::Input(_)));
+        let outputs = pick(&|k| matches!(k, BufKind::Output(_)));
+        let temps = pick(&|k| matches!(k, BufKind::Temp));
+        let passes: Vec<TokenStream> = self
+            .passes
+            .iter()
+            .map(|ir| {
+                let kind = match ir.axis {
+                    None => quote!(::mia_runtime::PassKind::Elementwise),
+                    Some(axis) => {
+                        let r = ir.phases.len();
+                        quote!(::mia_runtime::PassKind::Rows { axis: #axis, reductions: #r })
+                    }
+                };
+                let lay = Layout::of(ir);
+                let reads: Vec<String> = lay.reads.iter().map(|&b| self.buf_name(b)).collect();
+                let writes: Vec<String> = lay.writes.iter().map(|&b| self.buf_name(b)).collect();
+                let ops = ir.ops;
+                quote!(::mia_runtime::Pass { kind: #kind, ops: #ops, reads: &[#(#reads),*], writes: &[#(#writes),*] })
+            })
+            .collect();
+        let fused_ops = self.g.op_count();
+        quote! {
+            ::mia_runtime::Plan {
+                kernel: #kernel,
+                passes: &[#(#passes),*],
+                fused_ops: #fused_ops,
+                intermediates: &[#(#temps),*],
+                inputs: &[#(#inputs),*],
+                outputs: &[#(#outputs),*],
+            }
+        }
+    }
+}
+
+/// [`kernel`], with any internal panic turned into a compile error: no input tokens may make
+/// the macro panic.
+pub fn kernel_guarded(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let fallback = item.clone();
+    match std::panic::catch_unwind(move || kernel(attr, item)) {
+        Ok(ts) => ts,
+        Err(_) => {
+            let mut out = quote!(::core::compile_error!("internal error in mia's #[kernel] (please report this kernel)"););
+            out.extend(fallback);
+            out
+        }
+    }
+}

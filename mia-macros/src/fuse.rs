@@ -1,0 +1,222 @@
+//! `fuse`: partitions the live graph into passes over memory.
+//!
+//! Every value is computed inside the pass that consumes it (elementwise work is recomputed
+//! rather than stored) unless it must be *materialized* into a buffer:
+//! - a reduction whose result is consumed by a pass over a different domain;
+//! - the operand of a layout op (`transpose`, `reshape`) that is not already in memory: layout
+//!   ops on tensors in memory are free strided views.
+//!
+//! A pass is either elementwise over its output's shape, or a row pass over the input shape
+//! `S` of its reductions along one axis: one workgroup (CPU: one task) per row runs the
+//! reductions in order (phases) and then the elementwise tail, so softmax, layer norm and RMS
+//! norm are one dispatch each.
+
+use crate::ast::Dim;
+use crate::dims::same_shape;
+use crate::graph::{Graph, NodeId, Op};
+use std::collections::BTreeSet;
+
+/// Where a buffer comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BufKind {
+    /// The i-th tensor parameter.
+    Input(usize),
+    /// The i-th returned tensor.
+    Output(usize),
+    /// An intermediate between passes.
+    Temp,
+}
+
+#[derive(Clone, Debug)]
+pub struct Buffer {
+    pub kind: BufKind,
+    /// The node whose value the buffer holds.
+    pub node: NodeId,
+    pub shape: Vec<Dim>,
+}
+
+/// The loop nest of a pass.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Domain {
+    Elementwise(Vec<Dim>),
+    /// Rows of `shape` along `axis`.
+    Rows(Vec<Dim>, usize),
+}
+
+#[derive(Clone, Debug)]
+pub struct Pass {
+    pub domain: Domain,
+    /// Buffers written by this pass (outputs and temps), by index into `Fused::buffers`.
+    pub stores: Vec<usize>,
+}
+
+#[derive(Debug)]
+pub struct Fused {
+    pub buffers: Vec<Buffer>,
+    pub passes: Vec<Pass>,
+}
+
+impl Fused {
+    /// The buffer holding `node`'s value, if it lives in memory (inputs and temps).
+    pub fn buffer_of(&self, node: NodeId) -> Option<usize> {
+        self.buffers
+            .iter()
+            .position(|b| b.node == node && matches!(b.kind, BufKind::Input(_) | BufKind::Temp))
+    }
+}
+
+/// The reduction key of a node: (input shape, axis).
+fn red_key(g: &Graph, n: NodeId) -> Option<(Vec<Dim>, usize)> {
+    match g.node(n).op {
+        Op::Reduce(_, axis, x) => Some((g.node(x).shape.clone(), axis)),
+        _ => None,
+    }
+}
+
+/// Nodes computed inside the pass that stores `root`: its cone up to buffers and views.
+fn cone(g: &Graph, root: NodeId, temps: &BTreeSet<NodeId>) -> Vec<NodeId> {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![root];
+    while let Some(n) = stack.pop() {
+        if !seen.insert(n) {
+            continue;
+        }
+        if n != root && temps.contains(&n) {
+            continue;
+        }
+        match g.node(n).op {
+            Op::Transpose(..) | Op::Reshape(_) | Op::Input(_) => {}
+            _ => stack.extend(g.node(n).operands()),
+        }
+    }
+    seen.into_iter().collect()
+}
+
+/// The operand of a layout op is a view of memory when it is an input, a temp, or a chain of
+/// views ending in one (transposes anywhere, reshapes only over contiguous memory).
+fn needs_temp(g: &Graph, n: NodeId, contiguous: bool) -> Option<NodeId> {
+    match g.node(n).op {
+        Op::Input(_) => None,
+        Op::Transpose(_, _, x) if !contiguous => needs_temp(g, x, false),
+        Op::Reshape(x) => needs_temp(g, x, true),
+        _ => Some(n),
+    }
+}
+
+pub fn fuse(g: &Graph) -> Fused {
+    let live = g.live();
+    let mut temps: BTreeSet<NodeId> = BTreeSet::new();
+    for &n in &live {
+        match g.node(n).op {
+            Op::Transpose(_, _, x) => temps.extend(needs_temp(g, x, false)),
+            Op::Reshape(x) => temps.extend(needs_temp(g, x, true)),
+            _ => {}
+        }
+    }
+    loop {
+        let mut changed = false;
+        let roots: Vec<(NodeId, Vec<Dim>)> = g
+            .outputs
+            .iter()
+            .copied()
+            .zip(g.output_shapes.iter().cloned())
+            .chain(temps.iter().map(|&t| (t, g.node(t).shape.clone())))
+            .collect();
+        for (root, shape) in roots {
+            let c = cone(g, root, &temps);
+            let key = pass_key(g, &c, &shape);
+            for &n in &c {
+                if let Some(k) = red_key(g, n) {
+                    let same = matches!(&key, Domain::Rows(s, a) if same_shape(s, &k.0) && *a == k.1);
+                    if !same && n != root && temps.insert(n) {
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    plan(g, &temps, true)
+}
+
+/// Fusion off: every op is its own pass (to measure what fusion buys).
+pub fn fuse_none(g: &Graph) -> Fused {
+    let temps: BTreeSet<NodeId> = g
+        .live()
+        .into_iter()
+        .filter(|&n| g.node(n).is_compute() && !g.outputs.contains(&n))
+        .chain(g.live().into_iter().filter(|&n| match g.node(n).op {
+            Op::Transpose(_, _, x) => needs_temp(g, x, false).is_some(),
+            Op::Reshape(x) => needs_temp(g, x, true).is_some(),
+            _ => false,
+        }).filter_map(|n| g.node(n).operands().first().copied()))
+        .collect();
+    plan(g, &temps, false)
+}
+
+/// The domain of the pass that stores `shape`, given the nodes it computes: a row pass when
+/// it can join the (last) reduction it contains, else elementwise over `shape`.
+fn pass_key(g: &Graph, cone: &[NodeId], shape: &[Dim]) -> Domain {
+    for &n in cone.iter().rev() {
+        if let Some((s, axis)) = red_key(g, n) {
+            let mut row = s.clone();
+            row[axis] = Dim::Lit(1);
+            if same_shape(&s, shape) || same_shape(&row, shape) {
+                return Domain::Rows(s, axis);
+            }
+        }
+    }
+    Domain::Elementwise(shape.to_vec())
+}
+
+fn plan(g: &Graph, temps: &BTreeSet<NodeId>, merge: bool) -> Fused {
+    let mut buffers: Vec<Buffer> = Vec::new();
+    for n in 0..g.nodes.len() {
+        if let Op::Input(i) = g.node(n).op {
+            buffers.push(Buffer { kind: BufKind::Input(i), node: n, shape: g.node(n).shape.clone() });
+        }
+    }
+    // Outputs are declared shapes; the body's value may be a broadcastable smaller shape.
+    let mut stores: Vec<(usize, Domain, usize)> = Vec::new(); // (buffer, domain, level)
+    let mut level_of = std::collections::HashMap::new();
+    // Temps in topological (node id) order, then outputs.
+    let mut sinks: Vec<(NodeId, BufKind, Vec<Dim>)> =
+        temps.iter().map(|&t| (t, BufKind::Temp, g.node(t).shape.clone())).collect();
+    for (i, (&o, shape)) in g.outputs.iter().zip(&g.output_shapes).enumerate() {
+        sinks.push((o, BufKind::Output(i), shape.clone()));
+    }
+    for (node, kind, shape) in sinks {
+        let c = cone(g, node, temps);
+        let level = c
+            .iter()
+            .filter(|&&n| n != node && temps.contains(&n))
+            .map(|n| level_of.get(n).copied().unwrap_or(0) + 1)
+            .max()
+            .unwrap_or(0);
+        if kind == BufKind::Temp {
+            level_of.insert(node, level);
+        }
+        let domain = pass_key(g, &c, &shape);
+        buffers.push(Buffer { kind, node, shape });
+        stores.push((buffers.len() - 1, domain, level));
+    }
+    let mut passes: Vec<(usize, Pass)> = Vec::new();
+    for (buf, domain, level) in stores {
+        match passes.iter_mut().find(|(l, p)| merge && *l == level && same_domain(&p.domain, &domain)) {
+            Some((_, p)) => p.stores.push(buf),
+            None => passes.push((level, Pass { domain, stores: vec![buf] })),
+        }
+    }
+    passes.sort_by_key(|(l, _)| *l);
+    Fused { buffers, passes: passes.into_iter().map(|(_, p)| p).collect() }
+}
+
+fn same_domain(a: &Domain, b: &Domain) -> bool {
+    match (a, b) {
+        (Domain::Elementwise(x), Domain::Elementwise(y)) => same_shape(x, y),
+        (Domain::Rows(x, i), Domain::Rows(y, j)) => i == j && same_shape(x, y),
+        _ => false,
+    }
+}

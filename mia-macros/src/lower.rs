@@ -1,0 +1,399 @@
+//! `lower`: each fused pass becomes a small loop IR that both back ends read: a domain
+//! (dimensions as products of symbols), memory accesses with symbolic strides, an SSA list of
+//! scalar instructions tagged by where they run (once, once per row, once per element), and
+//! the reduction phases of a row pass.
+
+use crate::ast::{DType, Dim};
+use crate::dims::is_broadcast;
+use crate::fuse::{Domain, Fused};
+use crate::graph::{BinOp, Const, Graph, NodeId, Op, RedOp, UnOp};
+use std::collections::HashMap;
+
+/// A product of dimensions; empty means 1.
+pub type Prod = Vec<Dim>;
+
+/// The stride of an access along one domain axis.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stride {
+    /// The access does not move along this axis (broadcast).
+    Zero,
+    Prod(Prod),
+}
+
+impl Stride {
+    pub fn is_one(&self) -> bool {
+        matches!(self, Stride::Prod(p) if p.is_empty())
+    }
+}
+
+/// A read or write of a buffer, indexed from the domain's multi-index.
+#[derive(Clone, Debug)]
+pub struct Access {
+    pub buf: usize,
+    pub strides: Vec<Stride>,
+}
+
+/// Where an instruction runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Once per call (constants, scalar parameters, the row length).
+    Uniform,
+    /// Once per row, after the given number of phases completed.
+    Row(usize),
+    /// Once per element, after the given number of phases completed.
+    Elem(usize),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum InstOp {
+    Load(usize),
+    Scalar(usize),
+    Const(Const),
+    Unary(UnOp, usize),
+    Binary(BinOp, usize, usize),
+    Select(usize, usize, usize),
+    /// Converts from the operand's dtype to the instruction's.
+    Cast(usize),
+    /// The result of a reduction phase.
+    Phase(usize),
+    /// The row length as f32 (for means).
+    AxisLen,
+}
+
+#[derive(Clone, Debug)]
+pub struct Inst {
+    pub op: InstOp,
+    pub dtype: DType,
+    pub level: Level,
+}
+
+#[derive(Clone, Debug)]
+pub struct Phase {
+    pub op: RedOp,
+    /// The element-level value reduced.
+    pub value: usize,
+    pub dtype: DType,
+}
+
+#[derive(Clone, Debug)]
+pub struct PassIr {
+    /// Domain dimensions (collapsed where every access allows it).
+    pub dims: Vec<Prod>,
+    /// The reduction axis of a row pass.
+    pub axis: Option<usize>,
+    pub loads: Vec<Access>,
+    /// (access, instruction stored).
+    pub stores: Vec<(Access, usize)>,
+    pub insts: Vec<Inst>,
+    pub phases: Vec<Phase>,
+    /// Primitive graph ops evaluated by this pass.
+    pub ops: usize,
+}
+
+impl PassIr {
+    /// Instructions `targets` depend on (themselves included) whose level passes `keep`, in order.
+    pub fn needed(&self, targets: &[usize], keep: impl Fn(Level) -> bool) -> Vec<usize> {
+        let mut need = vec![false; self.insts.len()];
+        let mut stack: Vec<usize> = targets.to_vec();
+        while let Some(i) = stack.pop() {
+            if !std::mem::replace(&mut need[i], true) {
+                stack.extend(self.operands(i));
+            }
+        }
+        (0..self.insts.len()).filter(|&i| need[i] && keep(self.insts[i].level)).collect()
+    }
+
+    pub fn operands(&self, i: usize) -> Vec<usize> {
+        match self.insts[i].op {
+            InstOp::Unary(_, a) | InstOp::Cast(a) => vec![a],
+            InstOp::Binary(_, a, b) => vec![a, b],
+            InstOp::Select(c, a, b) => vec![c, a, b],
+            _ => vec![],
+        }
+    }
+
+    pub fn is_rows(&self) -> bool {
+        self.axis.is_some()
+    }
+}
+
+struct Lowerer<'a> {
+    g: &'a Graph,
+    f: &'a Fused,
+    domain: Vec<Dim>,
+    axis: Option<usize>,
+    ir: PassIr,
+    memo: HashMap<NodeId, usize>,
+    stored: Vec<NodeId>,
+}
+
+pub fn lower(g: &Graph, f: &Fused) -> Vec<PassIr> {
+    f.passes
+        .iter()
+        .map(|p| {
+            let (domain, axis) = match &p.domain {
+                Domain::Elementwise(s) => (s.clone(), None),
+                Domain::Rows(s, a) => (s.clone(), Some(*a)),
+            };
+            let stored: Vec<NodeId> = p.stores.iter().map(|&b| f.buffers[b].node).collect();
+            let mut l = Lowerer {
+                g,
+                f,
+                domain: domain.clone(),
+                axis,
+                ir: PassIr {
+                    dims: domain.iter().map(|d| vec![d.clone()]).collect(),
+                    axis,
+                    loads: vec![],
+                    stores: vec![],
+                    insts: vec![],
+                    phases: vec![],
+                    ops: 0,
+                },
+                memo: HashMap::new(),
+                stored,
+            };
+            for &b in &p.stores {
+                let v = l.node(f.buffers[b].node, true);
+                let acc = l.access(b, &f.buffers[b].shape.clone(), contiguous(&f.buffers[b].shape));
+                l.ir.stores.push((acc, v));
+            }
+            let mut ir = l.ir;
+            if ir.axis.is_none() {
+                collapse(&mut ir);
+                if ir.dims.is_empty() {
+                    // A rank-0 result: one axis of length 1, written at offset 0.
+                    ir.dims.push(vec![]);
+                    for a in &mut ir.loads {
+                        a.strides.push(Stride::Zero);
+                    }
+                    for (a, _) in &mut ir.stores {
+                        a.strides.push(Stride::Prod(vec![]));
+                    }
+                }
+            }
+            ir
+        })
+        .collect()
+}
+
+/// Row-major strides of a contiguous tensor of `shape`.
+fn contiguous(shape: &[Dim]) -> Vec<Prod> {
+    (0..shape.len()).map(|k| shape[k + 1..].iter().filter(|d| !matches!(d, Dim::Lit(1))).cloned().collect()).collect()
+}
+
+impl Lowerer<'_> {
+    fn push(&mut self, op: InstOp, dtype: DType, level: Level) -> usize {
+        if let Some(i) = self.ir.insts.iter().position(|x| x.op == op && x.dtype == dtype) {
+            return i;
+        }
+        self.ir.insts.push(Inst { op, dtype, level });
+        self.ir.insts.len() - 1
+    }
+
+    /// An instruction runs where its most frequent operand runs, after all their phases.
+    fn level_of(&self, args: &[usize]) -> Level {
+        let (mut elem, mut row, mut stage) = (false, false, 0);
+        for &a in args {
+            match self.ir.insts[a].level {
+                Level::Uniform => {}
+                Level::Row(s) => (row, stage) = (true, stage.max(s)),
+                Level::Elem(s) => (elem, stage) = (true, stage.max(s)),
+            }
+        }
+        if elem {
+            Level::Elem(stage)
+        } else if row {
+            Level::Row(stage)
+        } else {
+            Level::Uniform
+        }
+    }
+
+    /// An access of buffer `buf` seen through a view of shape `shape` with `strides`.
+    fn access(&self, buf: usize, shape: &[Dim], strides: Vec<Prod>) -> Access {
+        let r = self.domain.len();
+        let strides = (0..r)
+            .map(|k| {
+                if is_broadcast(shape, &self.domain, k) || self.domain[k].is_one() {
+                    Stride::Zero
+                } else {
+                    Stride::Prod(strides[k + shape.len() - r].clone())
+                }
+            })
+            .collect();
+        Access { buf, strides }
+    }
+
+    /// A view of memory for a layout node or a buffer: (buffer, view strides).
+    fn view(&self, n: NodeId) -> Option<(usize, Vec<Prod>)> {
+        if let Some(b) = self.f.buffer_of(n) {
+            if !self.stored.contains(&n) {
+                return Some((b, contiguous(&self.g.node(n).shape)));
+            }
+        }
+        match &self.g.node(n).op {
+            Op::Transpose(i, j, x) => {
+                let (b, mut s) = self.view(*x)?;
+                s.swap(*i, *j);
+                Some((b, s))
+            }
+            Op::Reshape(x) => {
+                let (b, _) = self.view(*x)?;
+                Some((b, contiguous(&self.g.node(n).shape)))
+            }
+            _ => None,
+        }
+    }
+
+    fn load(&mut self, n: NodeId) -> Option<usize> {
+        let (buf, strides) = self.view(n)?;
+        let node = self.g.node(n);
+        let acc = self.access(buf, &node.shape, strides);
+        let level = match self.axis {
+            Some(a) if acc.strides[a] == Stride::Zero => Level::Row(0),
+            _ => Level::Elem(0),
+        };
+        let idx = match self.ir.loads.iter().position(|l| l.buf == acc.buf && l.strides == acc.strides) {
+            Some(i) => i,
+            None => {
+                self.ir.loads.push(acc);
+                self.ir.loads.len() - 1
+            }
+        };
+        Some(self.push(InstOp::Load(idx), node.dtype, level))
+    }
+
+    fn node(&mut self, n: NodeId, root: bool) -> usize {
+        if let Some(&i) = self.memo.get(&n) {
+            return i;
+        }
+        let node = self.g.node(n).clone();
+        let is_temp_here = self.f.buffer_of(n).is_some() && !root;
+        let i = if is_temp_here || matches!(node.op, Op::Input(_) | Op::Transpose(..) | Op::Reshape(_)) {
+            match self.load(n) {
+                Some(i) => i,
+                // Unreachable by construction (fuse materializes every layout operand); a
+                // copy of the operand keeps the result correct even so.
+                None => match node.operands().first() {
+                    Some(&x) => self.node(x, false),
+                    None => self.push(InstOp::Const(Const { dtype: node.dtype, bits: 0 }), node.dtype, Level::Uniform),
+                },
+            }
+        } else {
+            if node.is_compute() {
+                self.ir.ops += 1;
+            }
+            match node.op {
+                Op::Scalar(s) => self.push(InstOp::Scalar(s), node.dtype, Level::Uniform),
+                Op::Const(c) => self.push(InstOp::Const(c), node.dtype, Level::Uniform),
+                Op::Unary(op, a) => {
+                    let a = self.node(a, false);
+                    let lv = self.level_of(&[a]);
+                    self.push(InstOp::Unary(op, a), node.dtype, lv)
+                }
+                Op::Binary(op, a, b) => {
+                    let (a, b) = (self.node(a, false), self.node(b, false));
+                    let lv = self.level_of(&[a, b]);
+                    self.push(InstOp::Binary(op, a, b), node.dtype, lv)
+                }
+                Op::Select(c, a, b) => {
+                    let (c, a, b) = (self.node(c, false), self.node(a, false), self.node(b, false));
+                    let lv = self.level_of(&[c, a, b]);
+                    self.push(InstOp::Select(c, a, b), node.dtype, lv)
+                }
+                Op::Cast(a) => {
+                    let a = self.node(a, false);
+                    let lv = self.level_of(&[a]);
+                    self.push(InstOp::Cast(a), node.dtype, lv)
+                }
+                Op::Reduce(op, _, x) => {
+                    let v = self.node(x, false);
+                    let stage = match self.ir.insts[v].level {
+                        Level::Uniform => 0,
+                        Level::Row(s) | Level::Elem(s) => s,
+                    };
+                    // A value that is constant along the row still needs the element loop,
+                    // so it is lifted to element level.
+                    let v = match self.ir.insts[v].level {
+                        Level::Elem(_) => v,
+                        _ => self.lift(v, stage),
+                    };
+                    let p = self.ir.phases.len();
+                    let sum_op = if op == RedOp::Mean { RedOp::Sum } else { op };
+                    self.ir.phases.push(Phase { op: sum_op, value: v, dtype: node.dtype });
+                    let r = self.push(InstOp::Phase(p), node.dtype, Level::Row(p + 1));
+                    if op == RedOp::Mean {
+                        let len = self.push(InstOp::AxisLen, DType::F32, Level::Uniform);
+                        self.push(InstOp::Binary(BinOp::Div, r, len), node.dtype, Level::Row(p + 1))
+                    } else {
+                        r
+                    }
+                }
+                // Loaded above; kept total so no input can make the compiler panic.
+                Op::Input(_) | Op::Transpose(..) | Op::Reshape(_) => {
+                    self.push(InstOp::Const(Const { dtype: node.dtype, bits: 0 }), node.dtype, Level::Uniform)
+                }
+            }
+        };
+        self.memo.insert(n, i);
+        i
+    }
+
+    /// Re-emits a row-level value as an element-level one (`x + 0` at element level).
+    fn lift(&mut self, v: usize, stage: usize) -> usize {
+        let dt = self.ir.insts[v].dtype;
+        let zero = match dt {
+            DType::F32 => Const::f32(0.0),
+            _ => Const { dtype: dt, bits: 0 },
+        };
+        let z = self.push(InstOp::Const(zero), dt, Level::Uniform);
+        self.ir.insts.push(Inst { op: InstOp::Binary(BinOp::Add, v, z), dtype: dt, level: Level::Elem(stage) });
+        self.ir.insts.len() - 1
+    }
+}
+
+/// Merges adjacent axes of an elementwise domain where every access moves over both as over
+/// one (both broadcast, or stride[k] = stride[k+1] * dim[k+1]), and drops size-1 axes, so a
+/// dense `[N, D]` pass becomes one flat loop.
+fn collapse(ir: &mut PassIr) {
+    let mut k = 0;
+    while k < ir.dims.len() {
+        let all = |f: &dyn Fn(&Access) -> bool| ir.loads.iter().all(f) && ir.stores.iter().all(|(a, _)| f(a));
+        if ir.dims.len() > 1 && ir.dims[k].iter().all(|d| d.is_one()) {
+            remove_axis(ir, k);
+            continue;
+        }
+        if k + 1 < ir.dims.len() {
+            let next = ir.dims[k + 1].clone();
+            let mergeable = all(&|a: &Access| match (&a.strides[k], &a.strides[k + 1]) {
+                (Stride::Zero, Stride::Zero) => true,
+                (Stride::Prod(hi), Stride::Prod(lo)) => {
+                    let mut want: Vec<Dim> = lo.iter().chain(next.iter()).filter(|d| !d.is_one()).cloned().collect();
+                    let mut have: Vec<Dim> = hi.iter().filter(|d| !d.is_one()).cloned().collect();
+                    want.sort();
+                    have.sort();
+                    want == have
+                }
+                _ => false,
+            });
+            if mergeable {
+                let lo_dims = ir.dims.remove(k + 1);
+                ir.dims[k].extend(lo_dims);
+                for a in ir.loads.iter_mut().chain(ir.stores.iter_mut().map(|(a, _)| a)) {
+                    let lo = a.strides.remove(k + 1);
+                    a.strides[k] = lo;
+                }
+                continue;
+            }
+        }
+        k += 1;
+    }
+}
+
+fn remove_axis(ir: &mut PassIr, k: usize) {
+    ir.dims.remove(k);
+    for a in ir.loads.iter_mut().chain(ir.stores.iter_mut().map(|(a, _)| a)) {
+        a.strides.remove(k);
+    }
+}

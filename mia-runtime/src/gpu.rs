@@ -1,0 +1,636 @@
+//! The wgpu context: one per process, opened lazily and shared by every GPU [`Device`] handle.
+//!
+//! - Back ends are chosen explicitly (Vulkan, Metal, DX12, or `WGPU_BACKEND`), never GL, so a
+//!   machine without a GPU driver gets a clear `Err` rather than a silent software GL adapter.
+//! - The device is opened with the adapter's real limits, not wgpu's conservative defaults.
+//! - Each dispatch is encoded into its own command buffer inside wgpu error scopes, so a
+//!   validation error surfaces as an [`Error`] naming the pass instead of a panic, and cannot
+//!   poison other passes. Command buffers are batched and submitted together at the next
+//!   read-back or [`Device::synchronize`] (or every [`MAX_PENDING`] passes, to bound memory).
+//! - Pipelines are built once per (WGSL module, binding layout) and cached.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use wgpu::util::DeviceExt as _;
+
+use crate::device::{Device, DeviceLimits};
+use crate::error::{Error, Result};
+use crate::rt::GpuPass;
+use crate::tensor::{DType, Element};
+
+/// Passes recorded before they are submitted without waiting for a read-back.
+const MAX_PENDING: usize = 64;
+
+/// Back ends used unless `WGPU_BACKEND` says otherwise. GL is left out on purpose: with no
+/// Vulkan driver wgpu would otherwise fall back to llvmpipe through EGL, a slow CPU "GPU"
+/// without f16 or subgroups.
+const DEFAULT_BACKENDS: wgpu::Backends = wgpu::Backends::VULKAN
+    .union(wgpu::Backends::METAL)
+    .union(wgpu::Backends::DX12);
+
+/// Optional features used when the adapter has them.
+const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::TIMESTAMP_QUERY);
+
+/// (WGSL address, WGSL length, read-only buffers, buffers). Generated WGSL is a `&'static str`,
+/// so its address identifies it; the length guards against two modules sharing a prefix.
+type PipelineKey = (usize, usize, usize, usize);
+
+struct Layout {
+    bind_group: wgpu::BindGroupLayout,
+    pipeline: wgpu::PipelineLayout,
+}
+
+struct Pipeline {
+    pipeline: wgpu::ComputePipeline,
+    layout: Arc<Layout>,
+}
+
+pub(crate) struct GpuContext {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    name: String,
+    limits: wgpu::Limits,
+    features: wgpu::Features,
+    layouts: Mutex<HashMap<(usize, usize), Arc<Layout>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
+    /// Finished command buffers not yet submitted, in dispatch order. The lock is held across
+    /// `queue.submit` so that submissions from several threads keep that order.
+    pending: Mutex<Vec<wgpu::CommandBuffer>>,
+    lost: Arc<OnceLock<String>>,
+}
+
+static CONTEXT: OnceLock<Result<Arc<GpuContext>>> = OnceLock::new();
+
+/// The process-wide context, opened on first use. A failure is cached too, so asking again is
+/// cheap and gives the same error.
+pub(crate) fn context() -> Result<Arc<GpuContext>> {
+    CONTEXT
+        .get_or_init(|| GpuContext::open().map(Arc::new))
+        .clone()
+}
+
+/// Locks a mutex, ignoring poisoning: every critical section here leaves its data valid even
+/// if a panic unwinds through it (the maps and the list are only pushed to or drained).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn backend_names(b: wgpu::Backends) -> String {
+    let names: Vec<&str> = [
+        (wgpu::Backends::VULKAN, "Vulkan"),
+        (wgpu::Backends::METAL, "Metal"),
+        (wgpu::Backends::DX12, "DX12"),
+        (wgpu::Backends::GL, "GL"),
+        (wgpu::Backends::BROWSER_WEBGPU, "WebGPU"),
+        (wgpu::Backends::NOOP, "noop"),
+    ]
+    .into_iter()
+    .filter(|(flag, _)| b.contains(*flag))
+    .map(|(_, name)| name)
+    .collect();
+    if names.is_empty() {
+        "none (WGPU_BACKEND names no known back end)".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn backend_name(b: wgpu::Backend) -> &'static str {
+    match b {
+        wgpu::Backend::Vulkan => "Vulkan",
+        wgpu::Backend::Metal => "Metal",
+        wgpu::Backend::Dx12 => "DX12",
+        wgpu::Backend::Gl => "GL",
+        wgpu::Backend::BrowserWebGpu => "WebGPU",
+        other => other.to_str(),
+    }
+}
+
+/// Lays `groups` workgroups out on a grid of at most `max` per dimension: one row when it fits,
+/// else `y` rows of `x` with `x * y - groups < y` (the shader skips ids past `groups`).
+pub(crate) fn grid(groups: u64, max: u32) -> Option<(u32, u32)> {
+    let max = u64::from(max.max(1));
+    let y = groups.div_ceil(max);
+    if y > max {
+        return None;
+    }
+    let x = groups.div_ceil(y.max(1));
+    Some((u32::try_from(x).ok()?, u32::try_from(y).ok()?))
+}
+
+impl GpuContext {
+    fn open() -> Result<Self> {
+        let backends = wgpu::Backends::from_env().unwrap_or(DEFAULT_BACKENDS);
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        desc.flags = wgpu::InstanceFlags::from_build_config().with_env();
+        let instance = wgpu::Instance::new(desc);
+        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            force_fallback_adapter: false,
+            compatible_surface: None,
+            apply_limit_buckets: false,
+        }))
+        .map_err(|e| Error::NoGpu {
+            reason: e.to_string(),
+            backends: backend_names(backends),
+        })?;
+
+        let info = adapter.get_info();
+        let name = format!("{} ({})", info.name, backend_name(info.backend));
+        let features = adapter.features() & WANTED_FEATURES;
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("mia"),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| Error::NoGpu {
+            reason: format!("found adapter `{name}` but could not open it: {e}"),
+            backends: backend_names(backends),
+        })?;
+
+        // wgpu's default handler panics; everything we can attribute is caught by error scopes,
+        // so whatever is left is reported, not fatal.
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
+            eprintln!("mia: unhandled GPU error: {e}");
+        }));
+        let lost = Arc::new(OnceLock::new());
+        let lost_cb = Arc::clone(&lost);
+        device.set_device_lost_callback(move |reason, message| {
+            let _ = lost_cb.set(format!("{reason:?}: {message}"));
+        });
+
+        Ok(GpuContext {
+            device,
+            queue,
+            name,
+            limits,
+            features,
+            layouts: Mutex::default(),
+            pipelines: Mutex::default(),
+            pending: Mutex::default(),
+            lost,
+        })
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn limits(&self) -> DeviceLimits {
+        let l = &self.limits;
+        DeviceLimits {
+            max_storage_binding_bytes: l.max_storage_buffer_binding_size,
+            max_buffer_bytes: l.max_buffer_size,
+            max_workgroups_per_dim: l.max_compute_workgroups_per_dimension,
+            max_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+            max_workgroup_storage_bytes: l.max_compute_workgroup_storage_size,
+            max_storage_buffers_per_stage: l.max_storage_buffers_per_shader_stage,
+        }
+    }
+
+    pub(crate) fn has(&self, f: wgpu::Features) -> bool {
+        self.features.contains(f)
+    }
+
+    fn check_lost(&self) -> Result<()> {
+        match self.lost.get() {
+            Some(reason) => Err(Error::DeviceLost {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` inside error scopes and returns the first error wgpu reported while it ran.
+    /// Scopes are per thread, so errors of other threads' work never land here.
+    fn scoped<R>(&self, context: impl FnOnce() -> String, f: impl FnOnce() -> R) -> Result<R> {
+        let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let r = f();
+        let errors = [
+            pollster::block_on(validation.pop()),
+            pollster::block_on(oom.pop()),
+            pollster::block_on(internal.pop()),
+        ];
+        match errors.into_iter().flatten().next() {
+            None => Ok(r),
+            Some(e) => {
+                self.check_lost()?;
+                Err(Error::Gpu {
+                    context: context(),
+                    message: e.to_string().trim_end().to_string(),
+                })
+            }
+        }
+    }
+
+    /// Submits every pending command buffer, then `extra`, as one submission.
+    fn submit(&self, extra: Option<wgpu::CommandBuffer>) -> wgpu::SubmissionIndex {
+        let mut pending = lock(&self.pending);
+        self.queue.submit(pending.drain(..).chain(extra))
+    }
+
+    fn wait(&self, what: &str) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(drop)
+            .map_err(|e| Error::Gpu {
+                context: what.to_string(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Submits all pending work and waits for the GPU to finish it.
+    pub(crate) fn synchronize(&self) -> Result<()> {
+        self.check_lost()?;
+        self.scoped(|| "submitting queued passes".into(), || self.submit(None))?;
+        self.wait("waiting for the GPU")?;
+        self.check_lost()
+    }
+
+    fn layout(&self, reads: usize, buffers: usize) -> Result<Arc<Layout>> {
+        if let Some(l) = lock(&self.layouts).get(&(reads, buffers)) {
+            return Ok(Arc::clone(l));
+        }
+        let entry = |binding: usize, read_only: bool| wgpu::BindGroupLayoutEntry {
+            // `buffers` was checked against the device limit, which is a u32.
+            binding: binding as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let entries: Vec<_> = (0..=buffers).map(|b| entry(b, b <= reads)).collect();
+        let layout = self.scoped(
+            || format!("creating a binding layout for {buffers} buffers"),
+            || {
+                let bind_group =
+                    self.device
+                        .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                            label: Some("mia"),
+                            entries: &entries,
+                        });
+                let pipeline =
+                    self.device
+                        .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                            label: Some("mia"),
+                            bind_group_layouts: &[Some(&bind_group)],
+                            immediate_size: 0,
+                        });
+                Layout {
+                    bind_group,
+                    pipeline,
+                }
+            },
+        )?;
+        let mut layouts = lock(&self.layouts);
+        Ok(Arc::clone(
+            layouts
+                .entry((reads, buffers))
+                .or_insert_with(|| Arc::new(layout)),
+        ))
+    }
+
+    fn pipeline(&self, pass: &GpuPass<'_>) -> Result<Arc<Pipeline>> {
+        let key = (
+            pass.wgsl.as_ptr() as usize,
+            pass.wgsl.len(),
+            pass.reads,
+            pass.buffers.len(),
+        );
+        if let Some(p) = lock(&self.pipelines).get(&key) {
+            return Ok(Arc::clone(p));
+        }
+        // Built outside the lock: compiling takes milliseconds to (cold) hundreds of them, and
+        // other threads' cached dispatches should not wait. A rare duplicate build is harmless.
+        let layout = self.layout(pass.reads, pass.buffers.len())?;
+        // Bounds checks stay on; loop bounding is off because it blocks unrolling in the
+        // driver's compiler (~30x slower tiled matmul) and every module was validated by naga
+        // when the kernel was compiled, with loops bounded by construction.
+        let checks = wgpu::ShaderRuntimeChecks {
+            bounds_checks: true,
+            force_loop_bounding: false,
+            ..wgpu::ShaderRuntimeChecks::checked()
+        };
+        let pipeline = self.scoped(
+            || format!("building the GPU pipeline of pass `{}`", pass.label),
+            || {
+                // SAFETY: the only unchecked property is loop termination; `GpuPass::wgsl` is
+                // WGSL generated and validated by mia-macros, whose loops are all bounded.
+                let module = unsafe {
+                    self.device.create_shader_module_trusted(
+                        wgpu::ShaderModuleDescriptor {
+                            label: Some(pass.label),
+                            source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(pass.wgsl)),
+                        },
+                        checks,
+                    )
+                };
+                self.device
+                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(pass.label),
+                        layout: Some(&layout.pipeline),
+                        module: &module,
+                        entry_point: None,
+                        compilation_options: Default::default(),
+                        cache: None,
+                    })
+            },
+        )?;
+        let pipeline = Arc::new(Pipeline { pipeline, layout });
+        let mut pipelines = lock(&self.pipelines);
+        Ok(Arc::clone(pipelines.entry(key).or_insert(pipeline)))
+    }
+
+    pub(crate) fn dispatch(self: &Arc<Self>, pass: &GpuPass<'_>) -> Result<()> {
+        self.check_lost()?;
+        let label = pass.label;
+        if pass.reads > pass.buffers.len() {
+            return Err(Error::Internal(format!(
+                "pass `{label}` declares {} read-only buffers but binds only {}",
+                pass.reads,
+                pass.buffers.len()
+            )));
+        }
+        if let Some(b) = pass.buffers.iter().find(|b| !Arc::ptr_eq(&b.ctx, self)) {
+            return Err(Error::Internal(format!(
+                "pass `{label}` binds a buffer of another GPU device ({})",
+                b.ctx.name
+            )));
+        }
+        let bindings = pass.buffers.len() + 1;
+        let max_bindings = self.limits.max_storage_buffers_per_shader_stage as usize;
+        if bindings > max_bindings {
+            return Err(Error::Gpu {
+                context: format!("pass `{label}`"),
+                message: format!(
+                    "it binds {bindings} storage buffers, but the device allows {max_bindings}"
+                ),
+            });
+        }
+        if pass.groups == 0 {
+            return Ok(());
+        }
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        let (x, y) = grid(pass.groups, max).ok_or(Error::TooManyWorkgroups {
+            label,
+            groups: pass.groups,
+            max,
+        })?;
+        let pipeline = self.pipeline(pass)?;
+
+        let commands = self.scoped(
+            || format!("recording pass `{label}`"),
+            || {
+                let params: &[u32] = if pass.params.is_empty() {
+                    &[0]
+                } else {
+                    pass.params
+                };
+                let params = self
+                    .device
+                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some(label),
+                        contents: bytemuck::cast_slice(params),
+                        usage: wgpu::BufferUsages::STORAGE,
+                    });
+                let entries: Vec<_> = std::iter::once(&params)
+                    .chain(pass.buffers.iter().map(|b| &b.buffer))
+                    .enumerate()
+                    .map(|(i, buf)| wgpu::BindGroupEntry {
+                        binding: i as u32,
+                        resource: buf.as_entire_binding(),
+                    })
+                    .collect();
+                let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(label),
+                    layout: &pipeline.layout.bind_group,
+                    entries: &entries,
+                });
+                let mut encoder = self
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+                {
+                    let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some(label),
+                        timestamp_writes: None,
+                    });
+                    cpass.set_pipeline(&pipeline.pipeline);
+                    cpass.set_bind_group(0, &bind_group, &[]);
+                    cpass.dispatch_workgroups(x, y, 1);
+                }
+                encoder.finish()
+            },
+        )?;
+
+        let mut pending = lock(&self.pending);
+        pending.push(commands);
+        if pending.len() >= MAX_PENDING {
+            self.queue.submit(pending.drain(..));
+        }
+        Ok(())
+    }
+}
+
+/// A GPU storage buffer of `len` 4-byte elements, tied to the device that made it.
+///
+/// Cloning shares the buffer. Zero-length buffers are backed by 4 bytes (wgpu cannot bind an
+/// empty buffer) and remember their logical length.
+#[derive(Clone)]
+pub struct GpuBuffer {
+    buffer: wgpu::Buffer,
+    len: usize,
+    dtype: DType,
+    ctx: Arc<GpuContext>,
+}
+
+impl GpuBuffer {
+    /// A buffer for `len` elements of `T` on `dev`. Its contents are zero until written (wgpu
+    /// zero-initializes; unlike [`crate::rt::cpu_alloc`] it is not poisoned). Errors, before
+    /// allocating anything, if the size is over the device's buffer or binding limits.
+    pub fn alloc<T: Element>(dev: &Device, len: usize) -> Result<GpuBuffer> {
+        let Some(ctx) = dev.gpu_context() else {
+            return Err(Error::Internal(
+                "GpuBuffer::alloc called with the CPU device".into(),
+            ));
+        };
+        ctx.check_lost()?;
+        let what = || format!("a GPU buffer of {len} {} elements", T::DTYPE);
+        let bytes = (len as u64).saturating_mul(4);
+        for (limit, limit_name) in [
+            (ctx.limits.max_buffer_size, "max_buffer_size"),
+            (
+                ctx.limits.max_storage_buffer_binding_size,
+                "max_storage_buffer_binding_size",
+            ),
+        ] {
+            if bytes > limit {
+                return Err(Error::TooLarge {
+                    what: what(),
+                    bytes,
+                    limit,
+                    limit_name,
+                });
+            }
+        }
+        let buffer = ctx.scoped(
+            || format!("allocating {}", what()),
+            || {
+                ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: None,
+                    size: bytes.max(4),
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            },
+        )?;
+        Ok(GpuBuffer {
+            buffer,
+            len,
+            dtype: T::DTYPE,
+            ctx: Arc::clone(ctx),
+        })
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a zero-element buffer.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The element type it was allocated for.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The device that owns the buffer.
+    pub fn device(&self) -> Device {
+        Device::from_context(Arc::clone(&self.ctx))
+    }
+
+    /// Queues a copy of `data` into the buffer; it happens before any pass submitted later.
+    pub(crate) fn upload<T: Element>(&self, data: &[T]) -> Result<()> {
+        debug_assert_eq!(data.len(), self.len);
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.ctx.check_lost()?;
+        let bytes = T::gpu_bytes(data);
+        self.ctx.scoped(
+            || format!("uploading {} {} elements", self.len, T::DTYPE),
+            || self.ctx.queue.write_buffer(&self.buffer, 0, &bytes),
+        )
+    }
+
+    /// Submits all queued work, copies the buffer to host-visible memory and waits for it.
+    pub(crate) fn download<T: Element>(&self) -> Result<Vec<T>> {
+        if self.len == 0 {
+            return Ok(Vec::new());
+        }
+        let ctx = &self.ctx;
+        ctx.check_lost()?;
+        let bytes = self.len as u64 * 4;
+        let read_back = |reason: String| Error::ReadBack { reason };
+        let staging = ctx.scoped(
+            || "copying a buffer for read-back".into(),
+            || {
+                let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("mia read-back"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                let mut encoder =
+                    ctx.device
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                            label: Some("mia read-back"),
+                        });
+                encoder.copy_buffer_to_buffer(&self.buffer, 0, &staging, 0, bytes);
+                ctx.submit(Some(encoder.finish()));
+                staging
+            },
+        )?;
+        let (tx, rx) = mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        // The wait covers the copy's submission, and mapping callbacks run inside it; a second
+        // wait only guards against a callback that wgpu defers to the next poll.
+        let mut mapped = None;
+        for _ in 0..2 {
+            ctx.wait("waiting for a read-back")?;
+            ctx.check_lost()?;
+            if let Ok(r) = rx.try_recv() {
+                mapped = Some(r);
+                break;
+            }
+        }
+        match mapped {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(read_back(e.to_string())),
+            None => {
+                return Err(read_back(
+                    "the GPU never finished mapping the buffer".into(),
+                ))
+            }
+        }
+        let out = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| read_back(e.to_string()))?;
+            view.chunks_exact(4)
+                .map(|w| T::from_bits(u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+                .collect()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+}
+
+impl fmt::Debug for GpuBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GpuBuffer")
+            .field("len", &self.len)
+            .field("dtype", &self.dtype)
+            .field("device", &self.ctx.name)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grid;
+
+    #[test]
+    fn grid_layout() {
+        assert_eq!(grid(1, 65535), Some((1, 1)));
+        assert_eq!(grid(65535, 65535), Some((65535, 1)));
+        assert_eq!(grid(65536, 65535), Some((32768, 2)));
+        assert_eq!(grid(70_000, 65535), Some((35_000, 2)));
+        assert_eq!(grid(65535 * 65535, 65535), Some((65535, 65535)));
+        assert_eq!(grid(65535 * 65535 + 1, 65535), None);
+        for g in [3u64, 1000, 123_457, 9_999_999] {
+            let (x, y) = grid(g, 1000).unwrap();
+            let (x, y) = (u64::from(x), u64::from(y));
+            assert!(x <= 1000 && y <= 1000 && x * y >= g && x * y - g < y, "{g}");
+        }
+    }
+}

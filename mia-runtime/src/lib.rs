@@ -1,0 +1,27 @@
+//! mia's runtime: the [`Device`] a kernel runs on, typed [`Tensor`]s, and the dispatch of
+//! kernels that `#[kernel]` compiled at build time (CPU through rayon, GPU through wgpu).
+//!
+//! Users depend on this crate only; it re-exports the macros.
+
+mod device;
+mod error;
+#[cfg(feature = "gpu")]
+mod gpu;
+pub mod math;
+mod plan;
+#[doc(hidden)]
+pub mod rt;
+mod tensor;
+#[doc(hidden)]
+pub mod testing;
+
+pub use device::{Device, DeviceKind, DeviceLimits};
+pub use error::{Error, Result, SizeOrigin};
+pub use mia_macros::kernel;
+pub use plan::{Dim, Io, Pass, PassKind, Plan};
+pub use tensor::{DType, Element, IntoShape, Tensor};
+
+/// Everything a kernel author needs: `use mia_runtime::prelude::*;`.
+pub mod prelude {
+    pub use crate::{kernel, Device, Error, Plan, Tensor};
+}
