@@ -136,18 +136,12 @@ impl Checker<'_> {
                 continue;
             }
             if !dims::same_shape(&node.shape, &out.dims) {
-                // A scalar-shaped or broadcastable value is stretched to the declared shape.
-                match dims::broadcast(&node.shape, &out.dims) {
-                    Ok(b) if dims::same_shape(&b, &out.dims) && node.shape.len() <= out.dims.len() => {}
-                    _ => {
-                        self.errs.push(sp.error(format!(
-                            "shape mismatch: the body returns shape {} but the signature declares {}",
-                            shape_text(&node.shape),
-                            shape_text(&out.dims)
-                        )));
-                        continue;
-                    }
-                }
+                self.errs.push(sp.error(format!(
+                    "shape mismatch: the body returns shape {} but the signature declares {}",
+                    shape_text(&node.shape),
+                    shape_text(&out.dims)
+                )));
+                continue;
             }
             self.g.outputs.push(id);
             self.g.output_shapes.push(out.dims.clone());

@@ -72,18 +72,87 @@ fn mem_type(dt: DType) -> &'static str {
     }
 }
 
-/// The shader of pass `ir`; `buf_types` gives each kernel buffer's dtype.
-pub fn pass_shader(kernel: &str, p: usize, ir: &PassIr, buf_types: &[DType], scalar_types: &[DType]) -> String {
+/// Whether an elementwise pass also gets a vec4 shader (four consecutive elements per
+/// invocation, 128-bit loads and stores): every access moves by 1 or 0 along the inner axis,
+/// the dense ones move along outer axes by multiples of the inner size (so groups of four
+/// never straddle a row), and no buffer is read both ways. The wrapper uses it when the inner
+/// size is a multiple of 4 at run time.
+pub fn vec4_eligible(ir: &PassIr) -> bool {
+    if ir.is_rows() {
+        return false;
+    }
+    let r = ir.dims.len();
+    let inner = &ir.dims[r - 1];
+    let accesses: Vec<&crate::lower::Access> = ir
+        .loads
+        .iter()
+        .chain(ir.stores.iter().map(|(a, _)| a))
+        .collect();
+    let dense = |a: &crate::lower::Access| a.strides[r - 1].is_one();
+    accesses.iter().all(|a| {
+        let inner_ok = a.strides[r - 1] == Stride::Zero || dense(a);
+        let outer_ok = !dense(a)
+            || a.strides[..r - 1].iter().all(|s| match s {
+                Stride::Zero => true,
+                Stride::Prod(p) => {
+                    let mut rest = p.clone();
+                    inner
+                        .iter()
+                        .all(|d| match rest.iter().position(|x| x == d) {
+                            Some(i) => {
+                                rest.remove(i);
+                                true
+                            }
+                            None => d.is_one(),
+                        })
+                }
+            });
+        let consistent = accesses
+            .iter()
+            .all(|b| b.buf != a.buf || dense(b) == dense(a));
+        inner_ok && outer_ok && consistent
+    })
+}
+
+/// The shader of pass `ir`; `buf_types` gives each kernel buffer's dtype. `vec4` selects the
+/// four-elements-per-invocation form (only for passes where [`vec4_eligible`] holds).
+pub fn pass_shader(
+    kernel: &str,
+    p: usize,
+    ir: &PassIr,
+    buf_types: &[DType],
+    scalar_types: &[DType],
+    vec4: bool,
+) -> String {
     let lay = Layout::of(ir);
+    let r = ir.dims.len();
+    let vec_buf = |b: usize| {
+        vec4 && ir
+            .loads
+            .iter()
+            .chain(ir.stores.iter().map(|(a, _)| a))
+            .any(|a| a.buf == b && a.strides[r - 1].is_one())
+    };
+    let arr = |b: usize| {
+        if vec_buf(b) {
+            format!("vec4<{}>", mem_type(buf_types[b]))
+        } else {
+            mem_type(buf_types[b]).to_string()
+        }
+    };
     let mut s = String::new();
-    let _ = writeln!(s, "// mia kernel `{kernel}`, pass {p}: generated; validated by naga at build time.");
+    let form = if vec4 { ", vec4 form" } else { "" };
+    let _ = writeln!(
+        s,
+        "// mia kernel `{kernel}`, pass {p}{form}: generated; validated by naga at build time."
+    );
     let _ = writeln!(s, "@group(0) @binding(0) var<storage, read> P: array<u32>;");
     for &b in &lay.reads {
         let _ = writeln!(
             s,
             "@group(0) @binding({}) var<storage, read> B{b}: array<{}>;",
             lay.binding(b, false),
-            mem_type(buf_types[b])
+            arr(b)
         );
     }
     for &b in &lay.writes {
@@ -91,13 +160,25 @@ pub fn pass_shader(kernel: &str, p: usize, ir: &PassIr, buf_types: &[DType], sca
             s,
             "@group(0) @binding({}) var<storage, read_write> B{b}: array<{}>;",
             lay.binding(b, true),
-            mem_type(buf_types[b])
+            arr(b)
         );
     }
-    let mut e = Emitter { ir, lay: &lay, buf_types, scalar_types, helpers: BTreeSet::new(), shared: BTreeSet::new() };
-    let body = if ir.is_rows() { e.rows() } else { e.elementwise() };
+    let mut e = Emitter {
+        ir,
+        lay: &lay,
+        buf_types,
+        scalar_types,
+        vec: vec4,
+        helpers: BTreeSet::new(),
+        shared: BTreeSet::new(),
+    };
+    let body = if ir.is_rows() {
+        e.rows()
+    } else {
+        e.elementwise()
+    };
     for h in &e.helpers {
-        s.push_str(helper(h));
+        s.push_str(&helper(h, vec4));
     }
     for dt in &e.shared {
         let _ = writeln!(s, "var<workgroup> red_{dt}: array<{dt}, {WORKGROUP}>;");
@@ -116,11 +197,31 @@ struct Emitter<'a> {
     lay: &'a Layout,
     buf_types: &'a [DType],
     scalar_types: &'a [DType],
+    /// Four elements per invocation (elementwise passes only).
+    vec: bool,
     helpers: BTreeSet<&'static str>,
     shared: BTreeSet<&'static str>,
 }
 
 impl Emitter<'_> {
+    /// The WGSL type of a value of `dt` in this pass.
+    fn ty(&self, dt: DType) -> String {
+        if self.vec {
+            format!("vec4<{}>", wgsl_type(dt))
+        } else {
+            wgsl_type(dt).to_string()
+        }
+    }
+
+    /// A per-call or per-row value used where per-element values are vectors.
+    fn splat(&self, dt: DType, e: String) -> String {
+        if self.vec {
+            format!("{}({e})", self.ty(dt))
+        } else {
+            e
+        }
+    }
+
     fn bases(&self, axes: &[usize], out: &mut String) {
         let n = self.lay.accesses;
         let all: Vec<&Vec<Stride>> =
@@ -151,7 +252,11 @@ impl Emitter<'_> {
     fn elementwise(&mut self) -> String {
         let mut s = String::new();
         let r = self.ir.dims.len();
-        let _ = writeln!(s, "    let e = wid * {WORKGROUP}u + lid;\n    if (e >= P[1]) {{ return; }}");
+        let per = if self.vec { "4u" } else { "1u" };
+        let _ = writeln!(
+            s,
+            "    let e = (wid * {WORKGROUP}u + lid) * {per};\n    if (e >= P[1]) {{ return; }}"
+        );
         let axes: Vec<usize> = (0..r).collect();
         self.unravel("e", &axes, &mut s);
         self.bases(&axes, &mut s);
@@ -230,7 +335,20 @@ impl Emitter<'_> {
 
     fn store(&self, k: usize, off: &str, v: usize, s: &mut String) {
         let buf = self.ir.stores[k].0.buf;
-        let val = if self.buf_types[buf] == DType::Bool { format!("select(0u, 1u, v{v})") } else { format!("v{v}") };
+        let val = if self.buf_types[buf] == DType::Bool {
+            format!(
+                "select({}, {}, v{v})",
+                self.splat(DType::U32, "0u".into()),
+                self.splat(DType::U32, "1u".into())
+            )
+        } else {
+            format!("v{v}")
+        };
+        let off = if self.vec {
+            format!("({off}) / 4u")
+        } else {
+            off.to_string()
+        };
         let _ = writeln!(s, "    B{buf}[{off}] = {val};");
     }
 
@@ -250,45 +368,59 @@ impl Emitter<'_> {
                         }
                         _ => format!("b{k}"),
                     };
-                    let raw = format!("B{}[{off}]", acc.buf);
-                    if dt == DType::Bool { format!("({raw} != 0u)") } else { raw }
+                    let r = self.ir.dims.len();
+                    let raw = if self.vec && acc.strides[r - 1].is_one() {
+                        format!("B{}[({off}) / 4u]", acc.buf)
+                    } else {
+                        self.splat(
+                            if dt == DType::Bool { DType::U32 } else { dt },
+                            format!("B{}[{off}]", acc.buf),
+                        )
+                    };
+                    if dt == DType::Bool {
+                        format!("({raw} != {})", self.splat(DType::U32, "0u".into()))
+                    } else {
+                        raw
+                    }
                 }
                 InstOp::Scalar(sc) => {
                     let p = format!("P[{}]", self.lay.scalar(*sc));
-                    match self.scalar_types.get(*sc).copied().unwrap_or(DType::F32) {
+                    let v = match self.scalar_types.get(*sc).copied().unwrap_or(DType::F32) {
                         DType::F32 => format!("bitcast<f32>({p})"),
                         DType::I32 => format!("bitcast<i32>({p})"),
                         DType::U32 => p,
                         DType::Bool => format!("({p} != 0u)"),
-                    }
+                    };
+                    self.splat(dt, v)
                 }
-                InstOp::Const(c) => const_expr(*c),
+                InstOp::Const(c) => self.splat(dt, const_expr(*c)),
                 InstOp::Phase(p) => format!("ph{p}"),
                 InstOp::AxisLen => "axis_len".to_string(),
                 InstOp::Unary(op, x) => self.unary(*op, dt, &a(*x)),
                 InstOp::Binary(op, x, y) => binary(*op, self.ir.insts[*x].dtype, &a(*x), &a(*y)),
                 InstOp::Select(c, x, y) => format!("select({}, {}, {})", a(*y), a(*x), a(*c)),
-                InstOp::Cast(x) => format!("{}({})", wgsl_type(dt), a(*x)),
+                InstOp::Cast(x) => format!("{}({})", self.ty(dt), a(*x)),
             };
-            let _ = writeln!(s, "    let v{i}: {} = {e};", wgsl_type(dt));
+            let _ = writeln!(s, "    let v{i}: {} = {e};", self.ty(dt));
         }
     }
 
     fn unary(&mut self, op: UnOp, dt: DType, a: &str) -> String {
         let float = dt == DType::F32;
+        let suffix = if self.vec { "4" } else { "" };
+        let zero = self.splat(dt, if float { "0.0".into() } else { "0i".into() });
         let mut call = |name: &'static str| {
             self.helpers.insert(name);
             if name == "mia_gelu" {
                 self.helpers.insert("mia_erf");
             }
-            format!("{name}({a})")
+            format!("{name}{suffix}({a})")
         };
         match op {
             UnOp::Neg => format!("(-{a})"),
             UnOp::Abs if dt == DType::U32 => a.to_string(),
             UnOp::Abs => format!("abs({a})"),
-            UnOp::Relu if float => format!("max({a}, 0.0)"),
-            UnOp::Relu if dt == DType::I32 => format!("max({a}, 0i)"),
+            UnOp::Relu if float || dt == DType::I32 => format!("max({a}, {zero})"),
             UnOp::Relu => a.to_string(),
             UnOp::Exp => format!("exp({a})"),
             UnOp::Ln => format!("log({a})"),
@@ -309,23 +441,30 @@ impl Emitter<'_> {
     }
 }
 
-fn helper(name: &str) -> &'static str {
-    match name {
+/// WGSL helper functions, written once over a type `T` (f32, or vec4<f32> for vec4 passes,
+/// whose helpers take the suffix `4`); constants are wrapped as `T(c)` so they splat.
+fn helper(name: &str, vec: bool) -> String {
+    let src = match name {
         // tanh saturates to ±1 well before 15; clamping keeps exp-based implementations
         // from computing inf/inf.
-        "mia_tanh" => "fn mia_tanh(x: f32) -> f32 { return tanh(clamp(x, -15.0, 15.0)); }\n",
-        "mia_sigmoid" => "fn mia_sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }\n",
-        "mia_silu" => "fn mia_silu(x: f32) -> f32 { return x / (1.0 + exp(-x)); }\n",
+        "mia_tanh" => "fn mia_tanh#(x: T) -> T { return tanh(clamp(x, T(-15.0), T(15.0))); }\n",
+        "mia_sigmoid" => "fn mia_sigmoid#(x: T) -> T { return T(1.0) / (T(1.0) + exp(-x)); }\n",
+        "mia_silu" => "fn mia_silu#(x: T) -> T { return x / (T(1.0) + exp(-x)); }\n",
         // erf: Taylor series near 0 (relative accuracy), Abramowitz & Stegun 7.1.26 beyond.
         "mia_erf" => {
-            "fn mia_erf(x: f32) -> f32 {\n    let a = abs(x);\n    let x2 = x * x;\n    let small = x * (1.1283791671 + x2 * (-0.3761263890 + x2 * (0.1128379167 + x2 * (-0.0268661706 + x2 * (0.0052239776 + x2 * -0.0008548327)))));\n    let t = 1.0 / (1.0 + 0.3275911 * a);\n    let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-a * a);\n    return select(sign(x) * y, small, a < 0.5);\n}\n"
+            "fn mia_erf#(x: T) -> T {\n    let a = abs(x);\n    let x2 = x * x;\n    let small = x * (T(1.1283791671) + x2 * (T(-0.3761263890) + x2 * (T(0.1128379167) + x2 * (T(-0.0268661706) + x2 * (T(0.0052239776) + x2 * T(-0.0008548327))))));\n    let t = T(1.0) / (T(1.0) + T(0.3275911) * a);\n    let y = T(1.0) - (((((T(1.061405429) * t - T(1.453152027)) * t) + T(1.421413741)) * t - T(0.284496736)) * t + T(0.254829592)) * t * exp(-a * a);\n    return select(sign(x) * y, small, a < T(0.5));\n}\n"
         }
-        "mia_gelu" => "fn mia_gelu(x: f32) -> f32 { return 0.5 * x * (1.0 + mia_erf(x * 0.70710678118)); }\n",
+        "mia_gelu" => "fn mia_gelu#(x: T) -> T { return T(0.5) * x * (T(1.0) + mia_erf#(x * T(0.70710678118))); }\n",
         "mia_gelu_tanh" => {
-            "fn mia_gelu_tanh(x: f32) -> f32 { return 0.5 * x * (1.0 + mia_tanh(0.79788456080 * (x + 0.044715 * x * x * x))); }\n"
+            "fn mia_gelu_tanh#(x: T) -> T { return T(0.5) * x * (T(1.0) + mia_tanh#(T(0.79788456080) * (x + T(0.044715) * x * x * x))); }\n"
         }
         _ => "",
-    }
+    };
+    let (t, suffix) = if vec { ("vec4<f32>", "4") } else { ("f32", "") };
+    src.replace("T(", &format!("{t}("))
+        .replace(": T", &format!(": {t}"))
+        .replace("-> T", &format!("-> {t}"))
+        .replace('#', suffix)
 }
 
 fn red_init(op: RedOp, dt: DType) -> String {

@@ -138,18 +138,50 @@ fn compile(func: &syn::ItemFn, opts: &Options) -> Result<TokenStream, Vec<syn::E
         .collect();
     let buf_types: Vec<DType> = fused.buffers.iter().map(|b| g.node(b.node).dtype).collect();
     let name = k.name.to_string();
+    // Each pass's scalar shader, then the vec4 forms of the passes that have one.
     let mut shaders = Vec::new();
+    let mut vec4_forms = Vec::new();
     for (p, ir) in passes.iter().enumerate() {
-        let src = emit_wgsl::pass_shader(&name, p, ir, &buf_types, &scalar_types);
-        if let Err(msg) = validate::wgsl(&src) {
+        shaders.push(emit_wgsl::pass_shader(
+            &name,
+            p,
+            ir,
+            &buf_types,
+            &scalar_types,
+            false,
+        ));
+    }
+    for (p, ir) in passes.iter().enumerate() {
+        vec4_forms.push(emit_wgsl::vec4_eligible(ir).then(|| {
+            shaders.push(emit_wgsl::pass_shader(
+                &name,
+                p,
+                ir,
+                &buf_types,
+                &scalar_types,
+                true,
+            ));
+            shaders.len() - 1
+        }));
+    }
+    for src in &shaders {
+        if let Err(msg) = validate::wgsl(src) {
             return Err(vec![syn::Error::new(
                 k.name.span(),
-                format!("internal error: mia generated invalid WGSL for pass {p} of kernel `{name}` (please report): {msg}"),
+                format!("internal error: mia generated invalid WGSL for kernel `{name}` (please report): {msg}\n{src}"),
             )]);
         }
-        shaders.push(src);
     }
-    Ok(Expander { k: &k, g: &g, f: &fused, passes: &passes, scalar_types, buf_types }.expand(&shaders))
+    Ok(Expander {
+        k: &k,
+        g: &g,
+        f: &fused,
+        passes: &passes,
+        scalar_types,
+        buf_types,
+        vec4_forms,
+    }
+    .expand(&shaders))
 }
 
 struct Expander<'a> {
@@ -159,6 +191,8 @@ struct Expander<'a> {
     passes: &'a [PassIr],
     scalar_types: Vec<DType>,
     buf_types: Vec<DType>,
+    /// Index in `WGSL` of each pass's vec4 form, if it has one.
+    vec4_forms: Vec<Option<usize>>,
 }
 
 fn sym_ident(s: &str) -> syn::Ident {
@@ -338,7 +372,8 @@ impl Expander<'_> {
             /// What the kernel of the same name became: its fusion plan and generated WGSL.
             #[allow(non_snake_case, dead_code)]
             #vis mod #name {
-                /// The WGSL of each pass, validated by naga when the kernel was compiled.
+                /// The WGSL of each pass (then the vec4 forms of elementwise passes), validated by
+                /// naga when the kernel was compiled.
                 pub const WGSL: [&str; #np] = [#(#shaders),*];
                 /// The fusion plan: passes, dispatches, fused ops, bytes moved.
                 pub fn plan() -> &'static ::mia_runtime::Plan {
@@ -520,8 +555,17 @@ impl Expander<'_> {
                 })
                 .collect();
             let label = format!("{name}/pass{p}");
+            let last = ir.dims.len() - 1;
+            // The vec4 form handles four consecutive elements of a row per invocation.
+            let (shader, per) = match self.vec4_forms[p] {
+                Some(v) => (
+                    quote!(if d[#last] % 4 == 0 { #v } else { #p }),
+                    quote!(if d[#last] % 4 == 0 { 4usize } else { 1usize }),
+                ),
+                None => (quote!(#p), quote!(1usize)),
+            };
             let groups = match ir.axis {
-                None => quote!(count.div_ceil(#WORKGROUP as usize)),
+                None => quote!(count.div_ceil(#WORKGROUP as usize * #per)),
                 Some(_) => quote!(count),
             };
             out.extend(quote! {
@@ -533,7 +577,7 @@ impl Expander<'_> {
                     for a in st { for v in a { params.push(rt::gpu_u32(__K, v)?); } }
                     #(params.push(#scalar_bits);)*
                     __dev.dispatch(&rt::GpuPass {
-                        wgsl: #name::WGSL[#p],
+                        wgsl: #name::WGSL[#shader],
                         label: #label,
                         buffers: &[#(#bufs),*],
                         reads: #reads,

@@ -1,25 +1,248 @@
 //! Unit tests of the pipeline stages on `proc_macro2` tokens.
 
-use crate::{ast, check, expand, fuse, lower};
+use crate::fuse::Domain;
+use crate::{ast, check, emit_wgsl, expand, fuse, lower, validate};
+use proc_macro2::TokenStream;
 use quote::quote;
 
-fn item(ts: proc_macro2::TokenStream) -> syn::ItemFn {
+fn item(ts: TokenStream) -> syn::ItemFn {
     syn::parse2(ts).expect("test kernel parses as a function")
 }
 
+fn errors(ts: TokenStream) -> Vec<String> {
+    let f = item(ts);
+    match ast::parse(&f).and_then(|k| check::check(&k).map(|_| ())) {
+        Ok(()) => vec![],
+        Err(errs) => errs.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+fn passes(ts: TokenStream) -> (fuse::Fused, Vec<lower::PassIr>) {
+    let k = ast::parse(&item(ts)).expect("parses");
+    let g = check::check(&k).expect("checks");
+    let f = fuse::fuse(&g);
+    let ir = lower::lower(&g, &f);
+    (f, ir)
+}
+
 #[test]
-fn dump_softmax() {
+fn parse_reads_signature_and_body() {
+    let k = ast::parse(&item(quote! {
+        pub fn k(x: Tensor<f32, N, {D / 2}>, a: f32) -> (Tensor<f32, N, {D / 2}>, Tensor<bool, N, 1>) {
+            let y = x * a;
+            (y, y.sum(-1) > 0.0)
+        }
+    }))
+    .expect("parses");
+    assert_eq!(k.params.len(), 2);
+    assert_eq!(k.outputs.len(), 2);
+    assert!(k.tuple_return);
+    assert_eq!(k.lets.len(), 1);
+    let ast::ParamTy::Tensor { dims, .. } = &k.params[0].ty else {
+        panic!("tensor param")
+    };
+    assert_eq!(dims[1].to_string(), "D / 2");
+}
+
+#[test]
+fn parse_collects_every_syntax_error() {
     let f = item(quote! {
-        fn softmax_rows(x: Tensor<f32, N, D>) -> Tensor<f32, N, D> {
-            let e = exp(x - x.max(-1));
-            e / e.sum(-1)
+        fn k(x: &Tensor<f32, N>, y: Tensor<f64, N>) {
+            for i in 0..3 {}
+            x
         }
     });
-    let k = ast::parse(&f).unwrap();
-    let g = check::check(&k).unwrap();
-    let fz = fuse::fuse(&g);
-    let ir = lower::lower(&g, &fz);
-    eprintln!("{fz:#?}\n{ir:#?}");
-    let out = expand::kernel(quote!(), quote!(#f));
-    eprintln!("{out}");
+    let errs = ast::parse(&f).expect_err("three problems");
+    assert_eq!(
+        errs.len(),
+        4,
+        "{:?}",
+        errs.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn check_reports_shapes_and_dtypes_with_both_sides() {
+    let e = errors(
+        quote! { fn k(x: Tensor<f32, N, D>, y: Tensor<f32, M>) -> Tensor<f32, N, D> { x + y } },
+    );
+    assert_eq!(e.len(), 1);
+    assert!(e[0].contains("[N, D]") && e[0].contains("[M]"), "{}", e[0]);
+    let e =
+        errors(quote! { fn k(x: Tensor<f32, N>, y: Tensor<i32, N>) -> Tensor<f32, N> { x + y } });
+    assert!(e[0].contains("f32") && e[0].contains("i32"), "{}", e[0]);
+    let e = errors(quote! { fn k(x: Tensor<f32, N, D>) -> Tensor<f32, N, D> { x.sum(2) } });
+    assert!(e[0].contains("axis 2 is out of range"), "{}", e[0]);
+    let e = errors(quote! { fn k(x: Tensor<f32, N, D>) -> Tensor<f32, N, D> { x.sum(-1) } });
+    assert!(
+        e[0].contains("[N, 1]") && e[0].contains("[N, D]"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn check_reports_independent_errors_together() {
+    let e = errors(quote! {
+        fn k(x: Tensor<f32, N>) -> Tensor<f32, N> {
+            let a = frobnicate(x);
+            let b = exp(x, x);
+            let c = x.max(5);
+            x
+        }
+    });
+    assert_eq!(e.len(), 3, "{e:?}");
+}
+
+#[test]
+fn literals_take_their_context_dtype() {
+    assert!(errors(quote! { fn k(x: Tensor<i32, N>) -> Tensor<i32, N> { x * 2 + 1 } }).is_empty());
+    assert!(!errors(quote! { fn k(x: Tensor<i32, N>) -> Tensor<i32, N> { x * 2.5 } }).is_empty());
+    assert!(errors(quote! { fn k(x: Tensor<f32, N>) -> Tensor<f32, N> { x * 2 } }).is_empty());
+}
+
+#[test]
+fn graph_dedups_common_subexpressions() {
+    let k = |ts| {
+        let k = ast::parse(&item(ts)).expect("parses");
+        check::check(&k).expect("checks").op_count()
+    };
+    let a = k(quote! { fn k(x: Tensor<f32, N>) -> Tensor<f32, N> { exp(x) + exp(x) } });
+    let b = k(quote! { fn k(x: Tensor<f32, N>) -> Tensor<f32, N> { let e = exp(x); e + e } });
+    assert_eq!(a, 2);
+    assert_eq!(a, b);
+    // Dead code is not counted.
+    let c = k(
+        quote! { fn k(x: Tensor<f32, N>) -> Tensor<f32, N> { let dead = sin(x) * 4.0; exp(x) + exp(x) } },
+    );
+    assert_eq!(c, 2);
+}
+
+#[test]
+fn elementwise_bodies_fuse_into_one_flat_pass() {
+    let (f, ir) = passes(quote! {
+        fn k(x: Tensor<f32, N, D>, y: Tensor<f32, N, D>) -> (Tensor<f32, N, D>, Tensor<f32, N, D>) {
+            let s = x + y;
+            (gelu(s), s * 2.0)
+        }
+    });
+    assert_eq!(f.passes.len(), 1);
+    assert_eq!(ir[0].dims.len(), 1, "dense [N, D] collapses to one axis");
+    assert!(emit_wgsl::vec4_eligible(&ir[0]));
+    let (_, ir) = passes(
+        quote! { fn k(x: Tensor<f32, N, D>, b: Tensor<f32, D>) -> Tensor<f32, N, D> { x + b } },
+    );
+    assert_eq!(ir[0].dims.len(), 2, "a broadcast row keeps two axes");
+    assert!(emit_wgsl::vec4_eligible(&ir[0]));
+}
+
+#[test]
+fn row_reductions_fuse_into_one_row_pass() {
+    for body in [
+        quote! { fn k(x: Tensor<f32, N, D>) -> Tensor<f32, N, D> { softmax(x, -1) } },
+        quote! { fn k(x: Tensor<f32, N, D>, g: Tensor<f32, D>, b: Tensor<f32, D>) -> Tensor<f32, N, D> { layer_norm(x, g, b, 1e-5) } },
+        quote! { fn k(x: Tensor<f32, N, D>, g: Tensor<f32, D>) -> Tensor<f32, N, D> { rms_norm(x, g, 1e-6) } },
+        quote! { fn k(x: Tensor<f32, N, D>) -> Tensor<f32, N, 1> { x.mean(-1) } },
+        quote! { fn k(x: Tensor<f32, N, D>) -> Tensor<f32, 1, D> { softmax(x, 0).sum(0) } },
+    ] {
+        let (f, ir) = passes(body);
+        assert_eq!(f.passes.len(), 1);
+        assert!(matches!(f.passes[0].domain, Domain::Rows(..)));
+        assert!(ir[0].is_rows());
+    }
+}
+
+#[test]
+fn reductions_along_different_axes_materialize() {
+    let (f, _) = passes(
+        quote! { fn k(x: Tensor<f32, N, D>) -> Tensor<f32, N, D> { x - x.sum(0) - x.sum(1) } },
+    );
+    assert_eq!(f.passes.len(), 2);
+    assert_eq!(
+        f.buffers
+            .iter()
+            .filter(|b| b.kind == fuse::BufKind::Temp)
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn layout_ops_are_views_of_inputs() {
+    let (f, ir) = passes(
+        quote! { fn k(x: Tensor<f32, N, D>) -> Tensor<f32, D, N> { transpose(x, 0, 1) + 1.0 } },
+    );
+    assert_eq!(f.passes.len(), 1);
+    assert!(
+        !emit_wgsl::vec4_eligible(&ir[0]),
+        "a transposed read is strided"
+    );
+    // A transpose of a computed value is materialized first.
+    let (f, _) = passes(
+        quote! { fn k(x: Tensor<f32, N, D>) -> Tensor<f32, D, N> { transpose(exp(x), 0, 1) } },
+    );
+    assert_eq!(f.passes.len(), 2);
+    let (f, _) = passes(
+        quote! { fn k(x: Tensor<f32, N, D>) -> Tensor<f32, D, N> { reshape(x, [D, N]) * 2.0 } },
+    );
+    assert_eq!(f.passes.len(), 1);
+}
+
+#[test]
+fn every_emitted_shader_validates() {
+    for body in [
+        quote! { fn k(x: Tensor<f32, N, D>, b: Tensor<f32, D>, a: f32) -> Tensor<f32, N, D> { gelu_tanh(x + b) * a + tanh(x) } },
+        quote! { fn k(x: Tensor<f32, N, D>) -> (Tensor<bool, N, D>, Tensor<i32, N, D>) { (x > 0.0, cast::<i32>(x)) } },
+        quote! { fn k(x: Tensor<i32, N, D>) -> Tensor<i32, N, 1> { x.max(-1) } },
+        quote! { fn k(x: Tensor<f32, N, D>) -> Tensor<f32, N, D> { select(x > 0.0, silu(x), sigmoid(x)) } },
+    ] {
+        let k = ast::parse(&item(body)).expect("parses");
+        let g = check::check(&k).expect("checks");
+        let f = fuse::fuse(&g);
+        let buf_types: Vec<_> = f.buffers.iter().map(|b| g.node(b.node).dtype).collect();
+        for (p, ir) in lower::lower(&g, &f).iter().enumerate() {
+            for vec4 in [false, true] {
+                if vec4 && !emit_wgsl::vec4_eligible(ir) {
+                    continue;
+                }
+                let src = emit_wgsl::pass_shader("k", p, ir, &buf_types, &[], vec4);
+                validate::wgsl(&src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn expansion_defines_function_and_plan_module() {
+    let out = expand::kernel(
+        quote!(),
+        quote! {
+            pub fn k(x: Tensor<f32, N>) -> Tensor<f32, N> { x * 2.0 }
+        },
+    )
+    .to_string();
+    assert!(out.contains("pub fn k"));
+    assert!(out.contains("pub mod k"));
+    assert!(out.contains("fn plan"));
+    assert!(!out.contains("compile_error"));
+    let bad = expand::kernel(
+        quote!(),
+        quote! {
+            pub fn k(x: Tensor<f32, N>) -> Tensor<f32, N> { x + nope }
+        },
+    )
+    .to_string();
+    assert!(bad.contains("compile_error"));
+    assert!(
+        bad.contains("pub fn k"),
+        "a stand-in keeps callers compiling"
+    );
+    let opt = expand::kernel(
+        quote!(fusion = maybe),
+        quote! {
+            pub fn k(x: Tensor<f32, N>) -> Tensor<f32, N> { x }
+        },
+    )
+    .to_string();
+    assert!(opt.contains("compile_error"));
 }
