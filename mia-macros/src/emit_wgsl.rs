@@ -1,8 +1,10 @@
 //! `emit_wgsl`: one compute shader per pass, reading the same IR as `emit_cpu`.
 //!
 //! Layout (shared with the generated wrapper through [`Layout`]): binding 0 is `P`, a
-//! read-only `array<u32>` of parameters — `[groups, count, dims…, strides of each access…,
-//! scalar bits…]`; then the pass's read buffers, then its written buffers. Elementwise passes
+//! read-only `array<u32>` of parameters — `[groups, end, start, dims…, strides of each
+//! access…, window base of each access…, scalar bits…]`; then the pass's read buffers, then
+//! its written buffers (bound as windows when tensors exceed one binding: a split pass is
+//! several dispatches over `start..end`). Elementwise passes
 //! run one invocation per element; row passes one workgroup per row, with reductions in
 //! workgroup memory. Workgroups may arrive on a 2-D grid (more than 65,535), so the shader
 //! linearises `workgroup_id` and returns past `groups` (a uniform value, so barriers stay
@@ -37,13 +39,17 @@ impl Layout {
         Layout { reads, writes, rank: ir.dims.len(), accesses: ir.loads.len() + ir.stores.len() }
     }
     pub fn dim(&self, k: usize) -> usize {
-        2 + k
+        3 + k
     }
     pub fn stride(&self, a: usize, k: usize) -> usize {
-        2 + self.rank + a * self.rank + k
+        3 + self.rank + a * self.rank + k
+    }
+    /// The element offset of access `a`'s binding window.
+    pub fn base(&self, a: usize) -> usize {
+        3 + self.rank + self.accesses * self.rank + a
     }
     pub fn scalar(&self, s: usize) -> usize {
-        2 + self.rank + self.accesses * self.rank + s
+        3 + self.rank + self.accesses * (self.rank + 1) + s
     }
     fn binding(&self, buf: usize, write: bool) -> usize {
         let pos = if write {
@@ -233,7 +239,7 @@ impl Emitter<'_> {
                 .map(|&k| format!("i{k} * P[{}]", self.lay.stride(a, k)))
                 .collect();
             let e = if terms.is_empty() { "0u".to_string() } else { terms.join(" + ") };
-            let _ = writeln!(out, "    let b{a} = {e};");
+            let _ = writeln!(out, "    let b{a} = {e} - P[{}];", self.lay.base(a));
         }
     }
 
@@ -255,7 +261,7 @@ impl Emitter<'_> {
         let per = if self.vec { "4u" } else { "1u" };
         let _ = writeln!(
             s,
-            "    let e = (wid * {WORKGROUP}u + lid) * {per};\n    if (e >= P[1]) {{ return; }}"
+            "    let e = P[2] + (wid * {WORKGROUP}u + lid) * {per};\n    if (e >= P[1]) {{ return; }}"
         );
         let axes: Vec<usize> = (0..r).collect();
         self.unravel("e", &axes, &mut s);
@@ -278,7 +284,7 @@ impl Emitter<'_> {
         let outer: Vec<usize> = (0..r).filter(|&k| k != ax).collect();
         let _ = writeln!(s, "    let n = P[{}];\n    let axis_len = f32(n);", self.lay.dim(ax));
         if !outer.is_empty() {
-            self.unravel("wid", &outer, &mut s);
+            self.unravel("P[2] + wid", &outer, &mut s);
         }
         self.bases(&outer, &mut s);
         let all_targets: Vec<usize> =

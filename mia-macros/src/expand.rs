@@ -402,7 +402,7 @@ impl Expander<'_> {
             .collect()
     }
 
-    /// `let d = [...]; let st = [[...]; NA];` and the iteration count of pass `ir`.
+    /// `let __d = [...]; let __st = [[...]; NA];` and the iteration count of pass `ir`.
     fn pass_dims(&self, ir: &PassIr) -> (TokenStream, TokenStream) {
         let dims: Vec<TokenStream> = ir.dims.iter().map(|p| self.prod(p)).collect();
         let strides: Vec<TokenStream> = ir
@@ -422,14 +422,14 @@ impl Expander<'_> {
             })
             .collect();
         let count = match ir.axis {
-            None => quote!(d.iter().fold(1usize, |a, &b| a.saturating_mul(b))),
-            Some(ax) => quote!(d.iter().enumerate().filter(|(k, _)| *k != #ax).fold(1usize, |a, (_, &b)| a.saturating_mul(b))),
+            None => quote!(__d.iter().fold(1usize, |a, &b| a.saturating_mul(b))),
+            Some(ax) => quote!(__d.iter().enumerate().filter(|(k, _)| *k != #ax).fold(1usize, |a, (_, &b)| a.saturating_mul(b))),
         };
         (
             quote! {
-                let d = [#(#dims),*];
-                let st = [#(#strides),*];
-                let count: usize = #count;
+                let __d = [#(#dims),*];
+                let __st = [#(#strides),*];
+                let __count: usize = #count;
             },
             count,
         )
@@ -475,13 +475,13 @@ impl Expander<'_> {
             let mut args = Vec::new();
             let mut lets = TokenStream::new();
             for (k, a) in ir.loads.iter().enumerate() {
-                let l = format_ident!("l{}", k);
+                let l = format_ident!("__l{}", k);
                 let v = format_ident!("__cb{}", a.buf);
                 lets.extend(quote!(let #l = &#v[..];));
                 args.push(quote!(#l));
             }
             for (k, (a, _)) in ir.stores.iter().enumerate() {
-                let o = format_ident!("o{}", k);
+                let o = format_ident!("__o{}", k);
                 let v = format_ident!("__cb{}", a.buf);
                 lets.extend(quote!(let #o = rt::OutPtr(#v.as_mut_ptr());));
                 args.push(quote!(#o));
@@ -493,7 +493,7 @@ impl Expander<'_> {
                 None => quote!(1usize),
                 Some(ax) => {
                     let phases = ir.phases.len() + 1;
-                    quote!(d[#ax].saturating_mul(#phases))
+                    quote!(__d[#ax].saturating_mul(#phases))
                 }
             };
             // Stores first: they borrow their buffers mutably.
@@ -501,7 +501,7 @@ impl Expander<'_> {
                 {
                     #dims
                     #lets
-                    rt::parallel_for(count, #cost, |range| #f(#(#args,)* &d, &st, range));
+                    rt::parallel_for(__count, #cost, |__range| #f(#(#args,)* &__d, &__st, __range));
                 }
             });
         }
@@ -559,31 +559,76 @@ impl Expander<'_> {
             // The vec4 form handles four consecutive elements of a row per invocation.
             let (shader, per) = match self.vec4_forms[p] {
                 Some(v) => (
-                    quote!(if d[#last] % 4 == 0 { #v } else { #p }),
-                    quote!(if d[#last] % 4 == 0 { 4usize } else { 1usize }),
+                    quote!(if __d[#last] % 4 == 0 { #v } else { #p }),
+                    quote!(if __d[#last] % 4 == 0 { 4usize } else { 1usize }),
                 ),
                 None => (quote!(#p), quote!(1usize)),
             };
-            let groups = match ir.axis {
-                None => quote!(count.div_ceil(#WORKGROUP as usize * #per)),
-                Some(_) => quote!(count),
+            // Iterations per invocation group, and the granule a split pass is cut at.
+            let (per_group, granule) = match ir.axis {
+                None => (quote!(#WORKGROUP as usize * #per), quote!(4 * #WORKGROUP as usize)),
+                Some(_) => (quote!(1usize), quote!(1usize)),
             };
+            let axis = match ir.axis {
+                Some(a) => quote!(::core::option::Option::Some(#a)),
+                None => quote!(::core::option::Option::None),
+            };
+            let bindings: Vec<usize> = lay.reads.iter().chain(&lay.writes).copied().collect();
+            let binding_of: Vec<usize> = ir
+                .loads
+                .iter()
+                .chain(ir.stores.iter().map(|(a, _)| a))
+                .map(|a| bindings.iter().position(|&b| b == a.buf).unwrap_or(0))
+                .collect();
+            let lens: Vec<TokenStream> = bindings
+                .iter()
+                .map(|&b| match self.f.buffers[b].kind {
+                    BufKind::Input(i) => {
+                        let id = &tparams[i].0;
+                        quote!(#id.len())
+                    }
+                    _ => {
+                        let len = format_ident!("__len{}", b);
+                        quote!(#len)
+                    }
+                })
+                .collect();
+            let na = binding_of.len();
+            let access_strides: Vec<TokenStream> = (0..na).map(|a| quote!(&__st[#a][..])).collect();
             out.extend(quote! {
                 {
                     #dims
-                    let groups: usize = #groups;
-                    let mut params: ::std::vec::Vec<u32> = ::std::vec![rt::gpu_u32(__K, groups)?, rt::gpu_u32(__K, count)?];
-                    for v in d { params.push(rt::gpu_u32(__K, v)?); }
-                    for a in st { for v in a { params.push(rt::gpu_u32(__K, v)?); } }
-                    #(params.push(#scalar_bits);)*
-                    __dev.dispatch(&rt::GpuPass {
-                        wgsl: #name::WGSL[#shader],
-                        label: #label,
-                        buffers: &[#(#bufs),*],
-                        reads: #reads,
-                        params: &params,
-                        groups: groups as u64,
-                    })?;
+                    let __lim = __dev.limits();
+                    let __strides: [&[usize]; #na] = [#(#access_strides),*];
+                    let __shape = rt::PassShape {
+                        dims: &__d,
+                        axis: #axis,
+                        strides: &__strides,
+                        binding_of: &[#(#binding_of),*],
+                        binding_lens: &[#(#lens),*],
+                    };
+                    // Usually one dispatch; several when a tensor exceeds one storage binding.
+                    for __chunk in __shape.chunks(#label, __lim.max_storage_binding_bytes, __lim.min_storage_offset_alignment, #granule)? {
+                        let __groups: usize = (__chunk.end - __chunk.start).div_ceil(#per_group);
+                        let mut __params: ::std::vec::Vec<u32> = ::std::vec![
+                            rt::gpu_u32(__K, __groups)?,
+                            rt::gpu_u32(__K, __chunk.end)?,
+                            rt::gpu_u32(__K, __chunk.start)?,
+                        ];
+                        for v in __d { __params.push(rt::gpu_u32(__K, v)?); }
+                        for a in __st { for v in a { __params.push(rt::gpu_u32(__K, v)?); } }
+                        for v in &__chunk.bases { __params.push(rt::gpu_u32(__K, *v)?); }
+                        #(__params.push(#scalar_bits);)*
+                        __dev.dispatch(&rt::GpuPass {
+                            wgsl: #name::WGSL[#shader],
+                            label: #label,
+                            buffers: &[#(#bufs),*],
+                            ranges: &__chunk.ranges,
+                            reads: #reads,
+                            params: &__params,
+                            groups: __groups as u64,
+                        })?;
+                    }
                 }
             });
         }

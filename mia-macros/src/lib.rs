@@ -32,4 +32,6 @@ pub fn kernel(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::kernel_guarded(attr.into(), item.into()).into()
 }
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;

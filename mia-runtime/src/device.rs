@@ -32,6 +32,8 @@ pub struct DeviceLimits {
     pub max_workgroup_storage_bytes: u32,
     /// Storage buffers one shader may bind (params included).
     pub max_storage_buffers_per_stage: u32,
+    /// Alignment of a binding's offset into a buffer, in bytes (256 on most GPUs).
+    pub min_storage_offset_alignment: u64,
 }
 
 impl DeviceLimits {
@@ -42,6 +44,7 @@ impl DeviceLimits {
         max_invocations_per_workgroup: u32::MAX,
         max_workgroup_storage_bytes: u32::MAX,
         max_storage_buffers_per_stage: u32::MAX,
+        min_storage_offset_alignment: 4,
     };
 }
 
@@ -112,7 +115,7 @@ impl Device {
         }
     }
 
-    /// The GPU if there is one, else the CPU. The environment variable `MIA_DEVICE` (`cpu`,
+    /// A hardware GPU if there is one, else the CPU. The environment variable `MIA_DEVICE` (`cpu`,
     /// `gpu` or `auto`) overrides the choice; since this never fails, `MIA_DEVICE=gpu` without
     /// a GPU (or an unknown name) falls back to the CPU with a warning on stderr. Use
     /// [`Device::from_env`] to make that an error instead.
@@ -128,7 +131,7 @@ impl Device {
         });
         match choice {
             Choice::Cpu => Device::cpu(),
-            Choice::Auto => Device::gpu().unwrap_or_else(|_| Device::cpu()),
+            Choice::Auto => Device::best(),
             Choice::Gpu => Device::gpu().unwrap_or_else(|e| {
                 warn_once(&NO_GPU, || format!("MIA_DEVICE=gpu: {e}; using the CPU"));
                 Device::cpu()
@@ -153,7 +156,25 @@ impl Device {
         match parse_choice(name)? {
             Choice::Cpu => Ok(Device::cpu()),
             Choice::Gpu => Device::gpu(),
-            Choice::Auto => Ok(Device::gpu().unwrap_or_else(|_| Device::cpu())),
+            Choice::Auto => Ok(Device::best()),
+        }
+    }
+
+    /// A hardware GPU if there is one, else the CPU (a software GPU such as lavapipe is slower
+    /// than mia's CPU kernels; ask for it with `Device::gpu()` or `MIA_DEVICE=gpu`).
+    fn best() -> Device {
+        match Device::gpu() {
+            Ok(d) if !d.is_software() => d,
+            _ => Device::cpu(),
+        }
+    }
+
+    /// True for a CPU-emulated GPU adapter (lavapipe, SwiftShader, WARP).
+    pub fn is_software(&self) -> bool {
+        match &self.inner {
+            Inner::Cpu => false,
+            #[cfg(feature = "gpu")]
+            Inner::Gpu(ctx) => ctx.is_software(),
         }
     }
 
@@ -233,7 +254,6 @@ impl Device {
     /// mia-macros: it is compiled without loop bounding, which is sound only for shaders whose
     /// loops terminate.
     #[doc(hidden)]
-    #[cfg(feature = "gpu")]
     pub fn dispatch(&self, pass: &crate::rt::GpuPass<'_>) -> Result<()> {
         match &self.inner {
             Inner::Cpu => Err(Error::Internal(format!(

@@ -151,6 +151,10 @@ pub enum Error {
     /// caller's code).
     #[error("internal error in mia (please report it): {0}")]
     Internal(String),
+
+    /// A size a GPU shader would index with 32 bits does not fit.
+    #[error("kernel `{kernel}`: a size of {value} elements is past what GPU shaders index (u32)")]
+    GpuIndex { kernel: &'static str, value: u64 },
 }
 
 /// `Result` with the runtime's [`Error`] as the default error type.

@@ -3,6 +3,7 @@
 //!
 //! Users depend on this crate only; it re-exports the macros.
 
+mod chunk;
 mod device;
 mod error;
 #[cfg(feature = "gpu")]

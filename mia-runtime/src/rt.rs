@@ -323,10 +323,15 @@ pub fn cpu<T: Element>(t: &Tensor<T>) -> Result<&[T]> {
 /// A host output buffer of `len` elements. Its contents are unspecified until written (debug
 /// builds fill it with a poison value so unwritten elements show up in tests).
 ///
-/// Release builds poison it too ([`Element::POISON`]): one write pass is cheap next to a kernel,
-/// and a kernel bug then shows up as NaN or `0xDEADBEEF` rather than as stale memory.
+/// Release builds hand out zeroed memory instead: a poison fill is a whole extra pass over the
+/// output, which would cost elementwise kernels a third of their bandwidth.
 pub fn cpu_alloc<T: Element>(len: usize) -> Vec<T> {
-    vec![T::POISON; len]
+    if cfg!(debug_assertions) {
+        vec![T::POISON; len]
+    } else {
+        // Zeroed memory comes from the allocator as untouched pages: no extra pass over it.
+        vec![T::ZERO; len]
+    }
 }
 
 /// Wraps a host buffer as a CPU tensor (`data.len()` equals the shape's product).
@@ -393,25 +398,62 @@ fn detect_avx2_fma() -> bool {
     false
 }
 
-#[cfg(feature = "gpu")]
+pub use crate::chunk::{Chunk, PassShape};
+
+/// One compute pass for [`Device::dispatch`].
+pub struct GpuPass<'a> {
+    /// The WGSL source (validated at build time); its address keys the pipeline cache.
+    pub wgsl: &'static str,
+    /// Kernel and pass name for error messages, e.g. `"softmax_rows/pass0"`.
+    pub label: &'static str,
+    /// Bindings 1.. in order.
+    pub buffers: &'a [&'a GpuBuffer],
+    /// Per buffer, the window bound as (byte offset, byte size); buffers past the end of this
+    /// slice are bound whole. See [`PassShape::chunks`].
+    pub ranges: &'a [(u64, u64)],
+    /// How many of `buffers`, from the front, are read-only.
+    pub reads: usize,
+    /// Contents of binding 0.
+    pub params: &'a [u32],
+    /// Workgroups to launch (the runtime lays them out on a 2-D grid when needed).
+    pub groups: u64,
+}
+
+/// Without the `gpu` feature generated code still compiles its GPU path, which is never
+/// taken (no device is a GPU): these stand-ins only return errors.
+#[cfg(not(feature = "gpu"))]
 mod gpu_abi {
     use super::*;
 
-    /// One compute pass for [`Device::dispatch`].
-    pub struct GpuPass<'a> {
-        /// The WGSL source (validated at build time); its address keys the pipeline cache.
-        pub wgsl: &'static str,
-        /// Kernel and pass name for error messages, e.g. `"softmax_rows/pass0"`.
-        pub label: &'static str,
-        /// Bindings 1.. in order.
-        pub buffers: &'a [&'a GpuBuffer],
-        /// How many of `buffers`, from the front, are read-only.
-        pub reads: usize,
-        /// Contents of binding 0.
-        pub params: &'a [u32],
-        /// Workgroups to launch (the runtime lays them out on a 2-D grid when needed).
-        pub groups: u64,
+    /// A GPU buffer; without the `gpu` feature it cannot exist.
+    pub struct GpuBuffer {
+        never: std::convert::Infallible,
     }
+
+    fn no_gpu() -> Error {
+        Error::NoGpu { reason: "mia-runtime was built without its `gpu` feature".into(), backends: "none".into() }
+    }
+
+    impl GpuBuffer {
+        pub fn alloc<T: Element>(_dev: &Device, _len: usize) -> Result<GpuBuffer> {
+            Err(no_gpu())
+        }
+    }
+
+    pub fn gpu_buffer<T: Element>(_t: &Tensor<T>) -> Result<&GpuBuffer> {
+        Err(no_gpu())
+    }
+
+    pub fn gpu_tensor<T: Element>(_shape: Vec<usize>, buf: GpuBuffer) -> Tensor<T> {
+        match buf.never {}
+    }
+}
+#[cfg(not(feature = "gpu"))]
+pub use gpu_abi::*;
+
+#[cfg(feature = "gpu")]
+mod gpu_abi {
+    use super::*;
 
     /// An input's GPU buffer (the tensor is on this GPU: checked by [`same_device`]).
     pub fn gpu_buffer<T: Element>(t: &Tensor<T>) -> Result<&GpuBuffer> {
@@ -433,10 +475,5 @@ pub use gpu_abi::*;
 
 /// A size as a GPU parameter (shaders index with u32); an error past `u32::MAX`.
 pub fn gpu_u32(kernel: &'static str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::TooLarge {
-        what: format!("a dimension or element count of kernel `{kernel}` on the GPU"),
-        bytes: v as u64,
-        limit: u32::MAX as u64,
-        limit_name: "32-bit shader index range",
-    })
+    u32::try_from(v).map_err(|_| Error::GpuIndex { kernel, value: v as u64 })
 }

@@ -44,6 +44,8 @@ pub trait Element: Copy + Send + Sync + PartialEq + fmt::Debug + 'static {
     /// A value that stands out when read: what fresh CPU outputs are filled with, so an element
     /// a kernel forgot to write shows up in tests instead of looking like a plausible 0.
     const POISON: Self;
+    /// Zero (`false`): what release builds hand out as fresh CPU outputs.
+    const ZERO: Self;
     /// The element's 4-byte GPU representation.
     fn to_bits(self) -> u32;
     /// Inverse of [`Element::to_bits`]. For `bool`, any non-zero word is `true`.
@@ -65,6 +67,7 @@ macro_rules! pod_element {
         impl Element for $t {
             const DTYPE: DType = DType::$dtype;
             const POISON: Self = $poison;
+            const ZERO: Self = 0 as $t;
             #[inline]
             fn to_bits(self) -> u32 {
                 $to(self)
@@ -94,6 +97,7 @@ impl Element for bool {
     const DTYPE: DType = DType::Bool;
     /// `bool` has no spare bit pattern on the host; `true` is the less likely default.
     const POISON: Self = true;
+    const ZERO: Self = false;
     #[inline]
     fn to_bits(self) -> u32 {
         self as u32
@@ -165,6 +169,17 @@ impl<T: Element> Clone for Storage<T> {
 ///
 /// Cloning is cheap (the data is shared); tensors are never modified in place, so sharing is
 /// unobservable. On a GPU, work that produces a tensor is queued; [`Tensor::to_vec`] waits for it.
+///
+/// ```
+/// use mia_runtime::{Device, Tensor};
+///
+/// let dev = Device::auto();
+/// let x = Tensor::from_vec(&dev, [2, 3], vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0])?;
+/// assert_eq!(x.shape(), &[2, 3]);
+/// assert_eq!(x.reshape([3, 2])?.to_vec()?, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+/// assert!(Tensor::from_vec(&dev, [2, 2], vec![0.0f32; 3]).is_err()); // 4 != 3
+/// # Ok::<(), mia_runtime::Error>(())
+/// ```
 pub struct Tensor<T: Element> {
     shape: Vec<usize>,
     device: Device,

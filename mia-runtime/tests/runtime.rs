@@ -488,6 +488,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         let out = rt::GpuBuffer::alloc::<f32>(&dev, n)?;
         let groups = (n as u64).div_ceil(WG);
         dev.dispatch(&rt::GpuPass {
+            ranges: &[],
             wgsl: DOUBLE,
             label: "double/pass0",
             buffers: &[rt::gpu_buffer(x)?, &out],
@@ -601,6 +602,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             "@compute @workgroup_size(8) fn main() { let x: f32 = undefined_thing; }";
         let out = rt::GpuBuffer::alloc::<f32>(&gpu, 8).unwrap();
         let pass = rt::GpuPass {
+            ranges: &[],
             wgsl: BROKEN,
             label: "broken/pass0",
             buffers: &[&out],
@@ -625,6 +627,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         let xb = rt::gpu_buffer(&x).unwrap();
         fn pass<'a>(buffers: &'a [&'a rt::GpuBuffer], reads: usize) -> rt::GpuPass<'a> {
             rt::GpuPass {
+                ranges: &[],
                 wgsl: DOUBLE,
                 label: "double/bad",
                 buffers,
