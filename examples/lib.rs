@@ -31,22 +31,6 @@ pub fn erf64(x: f64) -> f64 {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn erf64_matches_known_values() {
-        for (x, want) in [
-            (0.5, 0.520_499_877_813_046_5),
-            (1.0, 0.842_700_792_949_714_9),
-            (2.0, 0.995_322_265_018_952_7),
-            (3.5, 0.999_999_256_901_627_7),
-        ] {
-            assert!((super::erf64(x) - want).abs() < 1e-14, "erf({x})");
-            assert!((super::erf64(-x) + want).abs() < 1e-14);
-        }
-    }
-}
-
 /// Exact GELU in float64.
 pub fn gelu64(x: f64) -> f64 {
     0.5 * x * (1.0 + erf64(x / std::f64::consts::SQRT_2))
@@ -86,4 +70,20 @@ pub fn par_copy(dst: &mut [f32], src: &[f32]) {
     dst.par_chunks_mut(chunk)
         .zip(src.par_chunks(chunk))
         .for_each(|(d, s)| d.copy_from_slice(s));
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn erf64_matches_known_values() {
+        for (x, want) in [
+            (0.5, 0.520_499_877_813_046_5),
+            (1.0, 0.842_700_792_949_714_9),
+            (2.0, 0.995_322_265_018_952_7),
+            (3.5, 0.999_999_256_901_627_7),
+        ] {
+            assert!((super::erf64(x) - want).abs() < 1e-14, "erf({x})");
+            assert!((super::erf64(-x) + want).abs() < 1e-14);
+        }
+    }
 }

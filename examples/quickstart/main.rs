@@ -78,13 +78,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Plans.
     println!();
-    for p in [bias_gelu::plan(), softmax_rows::plan(), scaled::plan()] {
-        let bytes = p.min_bytes(&[("N", n), ("D", d)]).unwrap_or(0);
+    for (p, sizes) in [
+        (bias_gelu::plan(), [("N", n), ("D", d)]),
+        (softmax_rows::plan(), [("N", n), ("D", d)]),
+        (scaled::plan(), [("N", n * d), ("D", 0)]),
+    ] {
+        let bytes = p.min_bytes(&sizes).unwrap_or(0);
         println!(
-            "{p}; moves {:.1} MiB at N={n}, D={d}",
+            "{p}; moves at least {:.1} MiB here",
             bytes as f64 / (1 << 20) as f64
         );
     }
+    println!(
+        "\nsoftmax_rows as Graphviz:\n{}",
+        softmax_rows::plan().to_dot()
+    );
 
     // Timings: median of 20 after 0.5 s of warm-up; GB/s counts bytes read + written.
     println!();

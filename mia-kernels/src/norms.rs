@@ -17,7 +17,12 @@ pub fn log_softmax(x: Tensor<f32, N, D>) -> Tensor<f32, N, D> {
 
 /// Layer normalization over the last axis (biased variance, as PyTorch).
 #[kernel]
-pub fn layer_norm(x: Tensor<f32, N, D>, gamma: Tensor<f32, D>, beta: Tensor<f32, D>, eps: f32) -> Tensor<f32, N, D> {
+pub fn layer_norm(
+    x: Tensor<f32, N, D>,
+    gamma: Tensor<f32, D>,
+    beta: Tensor<f32, D>,
+    eps: f32,
+) -> Tensor<f32, N, D> {
     layer_norm(x, gamma, beta, eps)
 }
 

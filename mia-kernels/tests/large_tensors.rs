@@ -16,7 +16,9 @@ fn row_softmax(x: Tensor<f32, N, D>) -> Tensor<f32, N, D> {
 }
 
 fn data(n: usize) -> Vec<f32> {
-    (0..n).map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 2001) as f32 / 1000.0 - 1.0).collect()
+    (0..n)
+        .map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 2001) as f32 / 1000.0 - 1.0)
+        .collect()
 }
 
 fn check_split(n: usize, d: usize) {
@@ -30,10 +32,13 @@ fn check_split(n: usize, d: usize) {
     let xs = data(n * d);
     let bs = data(d);
     let cpu = Device::cpu();
-    let want = affine(&Tensor::from_slice(&cpu, [n, d], &xs).unwrap(), &Tensor::from_slice(&cpu, [d], &bs).unwrap())
-        .unwrap()
-        .to_vec()
-        .unwrap();
+    let want = affine(
+        &Tensor::from_slice(&cpu, [n, d], &xs).unwrap(),
+        &Tensor::from_slice(&cpu, [d], &bs).unwrap(),
+    )
+    .unwrap()
+    .to_vec()
+    .unwrap();
     let x = Tensor::from_slice(&gpu, [n, d], &xs).unwrap();
     let b = Tensor::from_slice(&gpu, [d], &bs).unwrap();
     let got = affine(&x, &b).unwrap().to_vec().unwrap();
@@ -46,7 +51,10 @@ fn check_split(n: usize, d: usize) {
         let s: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
         for j in [0, d / 3, d - 1] {
             let w = (row[j] as f64 - m).exp() / s;
-            assert!((got[r * d + j] as f64 - w).abs() <= 1e-6 * w.abs().max(1e-3), "softmax row {r} col {j}");
+            assert!(
+                (got[r * d + j] as f64 - w).abs() <= 1e-6 * w.abs().max(1e-3),
+                "softmax row {r} col {j}"
+            );
         }
     }
 }

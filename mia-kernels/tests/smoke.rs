@@ -21,7 +21,9 @@ fn smoke() {
     for dev in testing::devices() {
         let n = 37;
         let d = 1000;
-        let data: Vec<f32> = (0..n * d).map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0).collect();
+        let data: Vec<f32> = (0..n * d)
+            .map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0)
+            .collect();
         let x = Tensor::from_vec(&dev, [n, d], data.clone()).unwrap();
         let y = mia_kernels::softmax(&x).unwrap().to_vec().unwrap();
         for r in 0..n {
@@ -30,7 +32,11 @@ fn smoke() {
             let s: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
             for j in 0..d {
                 let want = (row[j] as f64 - m).exp() / s;
-                assert!((y[r * d + j] as f64 - want).abs() < 1e-6, "{dev:?} row {r} col {j}: {} vs {want}", y[r * d + j]);
+                assert!(
+                    (y[r * d + j] as f64 - want).abs() < 1e-6,
+                    "{dev:?} row {r} col {j}: {} vs {want}",
+                    y[r * d + j]
+                );
             }
         }
         let x1 = Tensor::from_vec(&dev, [n * d], data.clone()).unwrap();
@@ -43,7 +49,11 @@ fn smoke() {
         let cs = col_sum(&x).unwrap().to_vec().unwrap();
         for j in 0..d {
             let want: f64 = (0..n).map(|r| data[r * d + j] as f64).sum();
-            assert!((cs[j] as f64 - want).abs() < 1e-3, "{dev:?} col {j}: {} vs {want}", cs[j]);
+            assert!(
+                (cs[j] as f64 - want).abs() < 1e-3,
+                "{dev:?} col {j}: {} vs {want}",
+                cs[j]
+            );
         }
         let t = tr(&x).unwrap();
         assert_eq!(t.shape(), &[d, n]);

@@ -226,13 +226,18 @@ pub fn parse(item: &syn::ItemFn) -> Result<Kernel, Vec<syn::Error>> {
                     }
                     other => {
                         errs.push(
-                            Sp::of(other).error("a kernel parameter must be a plain name, like `x`"),
+                            Sp::of(other)
+                                .error("a kernel parameter must be a plain name, like `x`"),
                         );
                         continue;
                     }
                 };
                 match parse_type(&pt.ty) {
-                    Ok(ty) => params.push(Param { name, ty, sp: Sp::of(&pt.ty) }),
+                    Ok(ty) => params.push(Param {
+                        name,
+                        ty,
+                        sp: Sp::of(&pt.ty),
+                    }),
                     Err(e) => errs.push(e),
                 }
             }
@@ -261,12 +266,16 @@ pub fn parse(item: &syn::ItemFn) -> Result<Kernel, Vec<syn::Error>> {
             }
             for t in tys {
                 match parse_type(t) {
-                    Ok(ParamTy::Tensor { dtype, dims }) => {
-                        outputs.push(Output { dtype, dims, sp: Sp::of(t) })
+                    Ok(ParamTy::Tensor { dtype, dims }) => outputs.push(Output {
+                        dtype,
+                        dims,
+                        sp: Sp::of(t),
+                    }),
+                    Ok(ParamTy::Scalar(_)) => {
+                        errs.push(Sp::of(t).error(
+                            "a kernel returns tensors: write `Tensor<f32>` for a single value",
+                        ))
                     }
-                    Ok(ParamTy::Scalar(_)) => errs.push(Sp::of(t).error(
-                        "a kernel returns tensors: write `Tensor<f32>` for a single value",
-                    )),
                     Err(e) => errs.push(e),
                 }
             }
@@ -351,7 +360,7 @@ pub fn parse(item: &syn::ItemFn) -> Result<Kernel, Vec<syn::Error>> {
 fn parse_type(ty: &syn::Type) -> syn::Result<ParamTy> {
     let bad = || {
         Sp::of(ty).error(format!(
-            "unsupported kernel parameter type `{}`: expected a tensor like `Tensor<f32, N, D>` or a scalar `f32`/`i32`/`u32`/`bool`",
+            "unsupported type `{}` in a kernel signature: expected a tensor like `Tensor<f32, N, D>` or a scalar `f32`/`i32`/`u32`/`bool`",
             ty.to_token_stream()
         ))
     };
@@ -384,9 +393,16 @@ fn parse_type(ty: &syn::Type) -> syn::Result<ParamTy> {
     let mut args = ab.args.iter();
     let dtype = match args.next() {
         Some(syn::GenericArgument::Type(syn::Type::Path(p)))
-            if p.path.get_ident().and_then(|i| DType::from_name(&i.to_string())).is_some() =>
+            if p.path
+                .get_ident()
+                .and_then(|i| DType::from_name(&i.to_string()))
+                .is_some() =>
         {
-            let id = p.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+            let id = p
+                .path
+                .get_ident()
+                .map(|i| i.to_string())
+                .unwrap_or_default();
             DType::from_name(&id).unwrap_or(DType::F32)
         }
         Some(other) => {
@@ -427,7 +443,9 @@ fn sym_dim(id: &syn::Ident) -> syn::Result<Dim> {
     } else {
         Err(syn::Error::new(
             id.span(),
-            format!("dimension symbol `{s}` must start with an upper-case letter (like `N` or `D`)"),
+            format!(
+                "dimension symbol `{s}` must start with an upper-case letter (like `N` or `D`)"
+            ),
         ))
     }
 }
@@ -435,7 +453,10 @@ fn sym_dim(id: &syn::Ident) -> syn::Result<Dim> {
 /// Parses a dimension expression: literal, symbol, `+ - * / %`, parentheses, braces.
 pub fn parse_dim_expr(e: &syn::Expr) -> syn::Result<Dim> {
     match e {
-        syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Int(i), .. }) => i
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Int(i),
+            ..
+        }) => i
             .base10_parse::<u64>()
             .map(Dim::Lit)
             .map_err(|_| Sp::of(i).error("a dimension must be a non-negative integer")),
@@ -457,12 +478,16 @@ pub fn parse_dim_expr(e: &syn::Expr) -> syn::Result<Dim> {
                 syn::BinOp::Div(_) => '/',
                 syn::BinOp::Rem(_) => '%',
                 _ => {
-                    return Err(Sp::of(&b.op).error(
-                        "dimension arithmetic supports `+ - * / %` only",
-                    ))
+                    return Err(
+                        Sp::of(&b.op).error("dimension arithmetic supports `+ - * / %` only")
+                    )
                 }
             };
-            Ok(Dim::Expr(Box::new(parse_dim_expr(&b.left)?), op, Box::new(parse_dim_expr(&b.right)?)))
+            Ok(Dim::Expr(
+                Box::new(parse_dim_expr(&b.left)?),
+                op,
+                Box::new(parse_dim_expr(&b.right)?),
+            ))
         }
         other => Err(Sp::of(other).error(format!(
             "`{}` is not a dimension: write a symbol like `N`, a number, or arithmetic over them",
@@ -507,14 +532,22 @@ fn expr(e: &syn::Expr) -> syn::Result<Expr> {
             }
             syn::Lit::Float(f) => {
                 check_suffix(f.suffix(), f)?;
-                Lit::Float(f.base10_parse::<f64>().map_err(|_| Sp::of(f).error("bad float literal"))?)
+                Lit::Float(
+                    f.base10_parse::<f64>()
+                        .map_err(|_| Sp::of(f).error("bad float literal"))?,
+                )
             }
             syn::Lit::Bool(b) => Lit::Bool(b.value),
             other => return Err(unsupported(other, "this kind of literal")),
         }),
         syn::Expr::Unary(u) => match u.op {
             syn::UnOp::Neg(_) => ExprKind::Neg(Box::new(expr(&u.expr)?)),
-            _ => return Err(unsupported(&u.op, "this unary operator (only `-` is supported)")),
+            _ => {
+                return Err(unsupported(
+                    &u.op,
+                    "this unary operator (only `-` is supported)",
+                ))
+            }
         },
         syn::Expr::Binary(b) => {
             let op = match b.op {
@@ -545,7 +578,10 @@ fn expr(e: &syn::Expr) -> syn::Result<Expr> {
                 return Err(unsupported(p, "this call"));
             };
             if p.path.segments.len() != 1 || p.qself.is_some() {
-                return Err(unsupported(p, "paths in calls: call kernel functions by name, like `exp(x)`"));
+                return Err(unsupported(
+                    p,
+                    "paths in calls: call kernel functions by name, like `exp(x)`",
+                ));
             }
             let ty = match &seg.arguments {
                 syn::PathArguments::None => None,
@@ -553,7 +589,11 @@ fn expr(e: &syn::Expr) -> syn::Result<Expr> {
                 other => return Err(unsupported(other, "this call syntax")),
             };
             let args = c.args.iter().map(expr).collect::<syn::Result<Vec<_>>>()?;
-            ExprKind::Call { func: seg.ident.clone(), ty, args }
+            ExprKind::Call {
+                func: seg.ident.clone(),
+                ty,
+                args,
+            }
         }
         syn::Expr::MethodCall(m) => {
             let ty = match &m.turbofish {
@@ -564,15 +604,27 @@ fn expr(e: &syn::Expr) -> syn::Result<Expr> {
             for a in &m.args {
                 args.push(expr(a)?);
             }
-            ExprKind::Call { func: m.method.clone(), ty, args }
+            ExprKind::Call {
+                func: m.method.clone(),
+                ty,
+                args,
+            }
         }
         syn::Expr::Array(a) => ExprKind::Dims(
-            a.elems.iter().map(parse_dim_expr).collect::<syn::Result<Vec<_>>>()?,
+            a.elems
+                .iter()
+                .map(parse_dim_expr)
+                .collect::<syn::Result<Vec<_>>>()?,
         ),
-        syn::Expr::Tuple(t) => ExprKind::Tuple(t.elems.iter().map(expr).collect::<syn::Result<Vec<_>>>()?),
+        syn::Expr::Tuple(t) => {
+            ExprKind::Tuple(t.elems.iter().map(expr).collect::<syn::Result<Vec<_>>>()?)
+        }
         syn::Expr::If(_) => return Err(unsupported(e, "`if` (use `select(cond, a, b)`)")),
         syn::Expr::ForLoop(_) | syn::Expr::While(_) | syn::Expr::Loop(_) => {
-            return Err(unsupported(e, "loops (kernels are whole-tensor expressions)"))
+            return Err(unsupported(
+                e,
+                "loops (kernels are whole-tensor expressions)",
+            ))
         }
         syn::Expr::Index(_) => return Err(unsupported(e, "indexing")),
         syn::Expr::Field(_) => return Err(unsupported(e, "field access")),
@@ -616,4 +668,3 @@ fn turbofish_dtype(ab: &syn::AngleBracketedGenericArguments) -> syn::Result<(DTy
 pub fn ident_sp(id: &syn::Ident) -> Sp {
     Sp(id.span(), id.span())
 }
-

@@ -27,7 +27,13 @@ struct Checker<'k> {
 
 /// Type-checks the kernel and returns its graph, or every error found.
 pub fn check(k: &Kernel) -> Result<Graph, Vec<syn::Error>> {
-    let mut c = Checker { k, g: Graph::default(), env: HashMap::new(), errs: Vec::new(), bound: Vec::new() };
+    let mut c = Checker {
+        k,
+        g: Graph::default(),
+        env: HashMap::new(),
+        errs: Vec::new(),
+        bound: Vec::new(),
+    };
     c.signature();
     for l in &k.lets {
         let v = c.expr(&l.value);
@@ -45,7 +51,8 @@ pub fn check(k: &Kernel) -> Result<Graph, Vec<syn::Error>> {
     }
 }
 
-const FUNCTIONS: &str = "exp ln sqrt rsqrt abs neg tanh sigmoid relu gelu gelu_tanh silu sin cos pow \
+const FUNCTIONS: &str =
+    "exp ln sqrt rsqrt abs neg tanh sigmoid relu gelu gelu_tanh silu sin cos pow \
 maximum minimum select cast sum max min mean softmax layer_norm rms_norm transpose reshape";
 
 impl Checker<'_> {
@@ -70,7 +77,10 @@ impl Checker<'_> {
                 }
             };
             if self.env.insert(p.name.to_string(), Val::Node(v)).is_some() {
-                self.errs.push(ast::ident_sp(&p.name).error(format!("parameter `{}` is declared twice", p.name)));
+                self.errs.push(
+                    ast::ident_sp(&p.name)
+                        .error(format!("parameter `{}` is declared twice", p.name)),
+                );
             }
         }
         if ti == 0 {
@@ -107,7 +117,16 @@ impl Checker<'_> {
 
     fn outputs(&mut self, tail: Vec<(Val, Sp)>) {
         let k = self.k;
-        if tail.len() != k.outputs.len() || (k.tuple_return != matches!(k.tail.kind, ExprKind::Tuple(_))) {
+        let tuple_body = matches!(k.tail.kind, ExprKind::Tuple(_));
+        if tail.len() == k.outputs.len() && k.tuple_return != tuple_body {
+            self.errs.push(k.tail.sp.error(if k.tuple_return {
+                "the signature returns a tuple but the body returns a single tensor: write `(x,)`"
+            } else {
+                "the body returns a tuple but the signature declares a single tensor: drop the parentheses, or declare a tuple"
+            }));
+            return;
+        }
+        if tail.len() != k.outputs.len() {
             if !k.outputs.is_empty() {
                 self.errs.push(k.tail.sp.error(format!(
                     "the kernel declares {} output(s) but its body returns {}",
@@ -150,18 +169,26 @@ impl Checker<'_> {
 
     fn expr(&mut self, e: &Expr) -> Val {
         match &e.kind {
-            ExprKind::Var(id) => match self.env.get(&id.to_string()) {
-                Some(v) => v.clone(),
-                None => {
-                    self.errs.push(e.sp.error(format!("unknown name `{id}`: not a parameter or a `let` binding of this kernel")));
-                    Val::Poison
+            ExprKind::Var(id) => {
+                match self.env.get(&id.to_string()) {
+                    Some(v) => v.clone(),
+                    None => {
+                        self.errs.push(e.sp.error(format!("unknown name `{id}`: not a parameter or a `let` binding of this kernel")));
+                        Val::Poison
+                    }
                 }
-            },
+            }
             ExprKind::Lit(l) => Val::Lit(l.clone()),
             ExprKind::Neg(a) => {
                 let a = self.expr(a);
                 match a {
-                    Val::Lit(Lit::Int(i)) => Val::Lit(Lit::Int(-i)),
+                    Val::Lit(Lit::Int(i)) => match i.checked_neg() {
+                        Some(v) => Val::Lit(Lit::Int(v)),
+                        None => {
+                            self.errs.push(e.sp.error("integer literal is too large"));
+                            Val::Poison
+                        }
+                    },
                     Val::Lit(Lit::Float(f)) => Val::Lit(Lit::Float(-f)),
                     other => self.unary(UnOp::Neg, other, e.sp, "neg"),
                 }
@@ -180,15 +207,19 @@ impl Checker<'_> {
                     ast::BinOp::Eq => BinOp::Eq,
                     ast::BinOp::Ne => BinOp::Ne,
                 };
-                self.binary(op, va, vb, e.sp)
+                self.binary(op, (va, a.sp), (vb, b.sp), e.sp)
             }
             ExprKind::Call { func, ty, args } => self.call(func, *ty, args, e.sp),
             ExprKind::Dims(_) => {
-                self.errs.push(e.sp.error("a list of dimensions is only allowed as the shape argument of `reshape`"));
+                self.errs.push(e.sp.error(
+                    "a list of dimensions is only allowed as the shape argument of `reshape`",
+                ));
                 Val::Poison
             }
             ExprKind::Tuple(_) => {
-                self.errs.push(e.sp.error("tuples are only allowed as the final expression, to return several tensors"));
+                self.errs.push(e.sp.error(
+                    "tuples are only allowed as the final expression, to return several tensors",
+                ));
                 Val::Poison
             }
         }
@@ -197,13 +228,30 @@ impl Checker<'_> {
     /// Turns a literal into a constant node of `dtype`, or reports why it cannot be one.
     fn lit_node(&mut self, l: &Lit, dtype: DType, sp: Sp) -> Option<NodeId> {
         let c = match (l, dtype) {
+            (Lit::Float(f), DType::F32) if f.is_finite() && (*f as f32).is_infinite() => {
+                self.errs.push(sp.error(format!(
+                    "literal {f} is too large for f32 (its largest value is {:e})",
+                    f32::MAX
+                )));
+                return None;
+            }
             (Lit::Float(f), DType::F32) => Const::f32(*f as f32),
             (Lit::Int(i), DType::F32) => Const::f32(*i as f32),
-            (Lit::Int(i), DType::I32) if i32::try_from(*i).is_ok() => Const { dtype, bits: *i as i32 as u32 },
-            (Lit::Int(i), DType::U32) if u32::try_from(*i).is_ok() => Const { dtype, bits: *i as u32 },
-            (Lit::Bool(b), DType::Bool) => Const { dtype, bits: *b as u32 },
+            (Lit::Int(i), DType::I32) if i32::try_from(*i).is_ok() => Const {
+                dtype,
+                bits: *i as i32 as u32,
+            },
+            (Lit::Int(i), DType::U32) if u32::try_from(*i).is_ok() => Const {
+                dtype,
+                bits: *i as u32,
+            },
+            (Lit::Bool(b), DType::Bool) => Const {
+                dtype,
+                bits: *b as u32,
+            },
             (Lit::Int(i), DType::I32 | DType::U32) => {
-                self.errs.push(sp.error(format!("literal {i} does not fit in {}", dtype.name())));
+                self.errs
+                    .push(sp.error(format!("literal {i} does not fit in {}", dtype.name())));
                 return None;
             }
             _ => {
@@ -227,7 +275,11 @@ impl Checker<'_> {
         match v {
             Val::Node(n) => Some(n),
             Val::Lit(l) => {
-                let dt = if matches!(l, Lit::Bool(_)) { DType::Bool } else { DType::F32 };
+                let dt = if matches!(l, Lit::Bool(_)) {
+                    DType::Bool
+                } else {
+                    DType::F32
+                };
                 self.lit_node(&l, dt, sp)
             }
             Val::Poison => None,
@@ -288,10 +340,18 @@ impl Checker<'_> {
         Some(shape)
     }
 
-    fn binary(&mut self, op: BinOp, a: Val, b: Val, sp: Sp) -> Val {
+    /// `a op b`; `asp`/`bsp` are the operands' spans, blamed for a literal that does not fit.
+    fn binary(&mut self, op: BinOp, (a, asp): (Val, Sp), (b, bsp): (Val, Sp), sp: Sp) -> Val {
         if let (Val::Lit(x), Val::Lit(y)) = (&a, &b) {
             if let Some(v) = fold(op, x, y) {
                 return Val::Lit(v);
+            }
+            if matches!((x, y), (Lit::Int(_), Lit::Int(_)))
+                && matches!(op, BinOp::Add | BinOp::Sub | BinOp::Mul)
+            {
+                self.errs
+                    .push(sp.error("integer literal arithmetic overflows"));
+                return Val::Poison;
             }
         }
         let sym = match op {
@@ -304,7 +364,9 @@ impl Checker<'_> {
             BinOp::Min => "minimum",
             _ => "a comparison",
         };
-        let Some(ids) = self.unify(vec![(a, sp), (b, sp)], sp, sym) else { return Val::Poison };
+        let Some(ids) = self.unify(vec![(a, asp), (b, bsp)], sp, sym) else {
+            return Val::Poison;
+        };
         let dt = self.g.node(ids[0]).dtype;
         let ok = match op {
             BinOp::Eq | BinOp::Ne => true,
@@ -312,23 +374,35 @@ impl Checker<'_> {
             _ => dt.is_numeric(),
         };
         if !ok {
-            self.errs.push(sp.error(format!("{sym} is not defined for {} tensors", dt.name())));
+            self.errs
+                .push(sp.error(format!("{sym} is not defined for {} tensors", dt.name())));
             return Val::Poison;
         }
-        let Some(shape) = self.broadcast_all(&ids, sp) else { return Val::Poison };
+        let Some(shape) = self.broadcast_all(&ids, sp) else {
+            return Val::Poison;
+        };
         let out_dt = if op.is_comparison() { DType::Bool } else { dt };
         Val::Node(self.g.add(Op::Binary(op, ids[0], ids[1]), out_dt, shape))
     }
 
     fn unary(&mut self, op: UnOp, a: Val, sp: Sp, name: &str) -> Val {
-        let Some(id) = self.default_node(a, sp) else { return Val::Poison };
+        let Some(id) = self.default_node(a, sp) else {
+            return Val::Poison;
+        };
         let n = self.g.node(id).clone();
         let float_only = !matches!(op, UnOp::Neg | UnOp::Abs | UnOp::Relu);
-        if (float_only && !n.dtype.is_float()) || !n.dtype.is_numeric() || (op == UnOp::Neg && n.dtype == DType::U32) {
+        if (float_only && !n.dtype.is_float())
+            || !n.dtype.is_numeric()
+            || (op == UnOp::Neg && n.dtype == DType::U32)
+        {
             self.errs.push(sp.error(format!(
                 "`{name}` is not defined for {} tensors{}",
                 n.dtype.name(),
-                if float_only && n.dtype.is_numeric() { " (convert first: cast::<f32>(x))" } else { "" }
+                if float_only && n.dtype.is_numeric() {
+                    " (convert first: cast::<f32>(x))"
+                } else {
+                    ""
+                }
             )));
             return Val::Poison;
         }
@@ -345,10 +419,17 @@ impl Checker<'_> {
             _ => None,
         };
         let Some(v) = v else {
-            self.errs.push(e.sp.error("an axis must be an integer literal, like `-1` or `0`"));
+            self.errs
+                .push(e.sp.error("an axis must be an integer literal, like `-1` or `0`"));
             return None;
         };
         let r = rank as i64;
+        if rank == 0 {
+            self.errs.push(e.sp.error(format!(
+                "axis {v} is out of range: a rank-0 tensor (a single value) has no axes"
+            )));
+            return None;
+        }
         if v < -r || v >= r {
             self.errs.push(e.sp.error(format!(
                 "axis {v} is out of range for a tensor of rank {rank} (shape {}); valid axes are {}..={}",
@@ -368,7 +449,14 @@ impl Checker<'_> {
         self.g.add(Op::Reduce(op, axis, x), n.dtype, shape)
     }
 
-    fn arity(&mut self, func: &syn::Ident, args: &[Expr], want: &[usize], sp: Sp, usage: &str) -> bool {
+    fn arity(
+        &mut self,
+        func: &syn::Ident,
+        args: &[Expr],
+        want: &[usize],
+        sp: Sp,
+        usage: &str,
+    ) -> bool {
         if want.contains(&args.len()) {
             return true;
         }
@@ -400,7 +488,8 @@ impl Checker<'_> {
             _ => None,
         };
         if ty.is_some() && name != "cast" {
-            self.errs.push(sp.error(format!("`{name}` takes no type argument")));
+            self.errs
+                .push(sp.error(format!("`{name}` takes no type argument")));
             return Val::Poison;
         }
         if let Some(op) = unary {
@@ -421,7 +510,7 @@ impl Checker<'_> {
                 return Val::Poison;
             }
             let (a, b) = (self.expr(&args[0]), self.expr(&args[1]));
-            return self.binary(op, a, b, sp);
+            return self.binary(op, (a, args[0].sp), (b, args[1].sp), sp);
         }
         let red = match name.as_str() {
             "sum" => Some(RedOp::Sum),
@@ -435,17 +524,24 @@ impl Checker<'_> {
                 return Val::Poison;
             }
             let v = self.expr(&args[0]);
-            let Some(x) = self.default_node(v, args[0].sp) else { return Val::Poison };
+            let Some(x) = self.default_node(v, args[0].sp) else {
+                return Val::Poison;
+            };
             let n = self.g.node(x).clone();
             let ok = match op {
                 RedOp::Mean => n.dtype.is_float(),
                 _ => n.dtype.is_numeric(),
             };
             if !ok {
-                self.errs.push(sp.error(format!("`{name}` is not defined for {} tensors", n.dtype.name())));
+                self.errs.push(sp.error(format!(
+                    "`{name}` is not defined for {} tensors",
+                    n.dtype.name()
+                )));
                 return Val::Poison;
             }
-            let Some(axis) = self.axis(&args[1], n.shape.len(), &n.shape) else { return Val::Poison };
+            let Some(axis) = self.axis(&args[1], n.shape.len(), &n.shape) else {
+                return Val::Poison;
+            };
             return Val::Node(self.reduce(op, x, axis));
         }
         match name.as_str() {
@@ -455,7 +551,9 @@ impl Checker<'_> {
                 }
                 let c = self.expr(&args[0]);
                 let (a, b) = (self.expr(&args[1]), self.expr(&args[2]));
-                let Some(c) = self.default_node(c, args[0].sp) else { return Val::Poison };
+                let Some(c) = self.default_node(c, args[0].sp) else {
+                    return Val::Poison;
+                };
                 if self.g.node(c).dtype != DType::Bool {
                     self.errs.push(args[0].sp.error(format!(
                         "dtype mismatch: the condition of `select` must be bool, got {} (compare first, like `x > 0.0`)",
@@ -463,10 +561,13 @@ impl Checker<'_> {
                     )));
                     return Val::Poison;
                 }
-                let Some(ab) = self.unify(vec![(a, args[1].sp), (b, args[2].sp)], sp, "select") else {
+                let Some(ab) = self.unify(vec![(a, args[1].sp), (b, args[2].sp)], sp, "select")
+                else {
                     return Val::Poison;
                 };
-                let Some(shape) = self.broadcast_all(&[c, ab[0], ab[1]], sp) else { return Val::Poison };
+                let Some(shape) = self.broadcast_all(&[c, ab[0], ab[1]], sp) else {
+                    return Val::Poison;
+                };
                 let dt = self.g.node(ab[0]).dtype;
                 Val::Node(self.g.add(Op::Select(c, ab[0], ab[1]), dt, shape))
             }
@@ -475,11 +576,14 @@ impl Checker<'_> {
                     return Val::Poison;
                 }
                 let Some((dt, _)) = ty else {
-                    self.errs.push(sp.error("`cast` needs a target dtype: `cast::<f32>(x)`"));
+                    self.errs
+                        .push(sp.error("`cast` needs a target dtype: `cast::<f32>(x)`"));
                     return Val::Poison;
                 };
                 let v = self.expr(&args[0]);
-                let Some(x) = self.default_node(v, args[0].sp) else { return Val::Poison };
+                let Some(x) = self.default_node(v, args[0].sp) else {
+                    return Val::Poison;
+                };
                 let n = self.g.node(x).clone();
                 if n.dtype == dt {
                     return Val::Node(x);
@@ -491,26 +595,44 @@ impl Checker<'_> {
                     return Val::Poison;
                 }
                 let v = self.expr(&args[0]);
-                let Some(x) = self.float_tensor(v, args[0].sp, "softmax") else { return Val::Poison };
+                let Some(x) = self.float_tensor(v, args[0].sp, "softmax") else {
+                    return Val::Poison;
+                };
                 let shape = self.g.node(x).shape.clone();
-                let Some(axis) = self.axis(&args[1], shape.len(), &shape) else { return Val::Poison };
+                let Some(axis) = self.axis(&args[1], shape.len(), &shape) else {
+                    return Val::Poison;
+                };
                 let m = self.reduce(RedOp::Max, x, axis);
-                let d = self.g.add(Op::Binary(BinOp::Sub, x, m), DType::F32, shape.clone());
-                let e = self.g.add(Op::Unary(UnOp::Exp, d), DType::F32, shape.clone());
+                let d = self
+                    .g
+                    .add(Op::Binary(BinOp::Sub, x, m), DType::F32, shape.clone());
+                let e = self
+                    .g
+                    .add(Op::Unary(UnOp::Exp, d), DType::F32, shape.clone());
                 let s = self.reduce(RedOp::Sum, e, axis);
                 Val::Node(self.g.add(Op::Binary(BinOp::Div, e, s), DType::F32, shape))
             }
             "layer_norm" | "rms_norm" => {
                 let layer = name == "layer_norm";
-                let usage = if layer { "layer_norm(x, gamma, beta, eps)" } else { "rms_norm(x, gamma, eps)" };
+                let usage = if layer {
+                    "layer_norm(x, gamma, beta, eps)"
+                } else {
+                    "rms_norm(x, gamma, eps)"
+                };
                 if !self.arity(func, args, &[if layer { 4 } else { 3 }], sp, usage) {
                     return Val::Poison;
                 }
                 let vals: Vec<Val> = args.iter().map(|a| self.expr(a)).collect();
-                let Some(x) = self.float_tensor(vals[0].clone(), args[0].sp, &name) else { return Val::Poison };
+                let Some(x) = self.float_tensor(vals[0].clone(), args[0].sp, &name) else {
+                    return Val::Poison;
+                };
                 let shape = self.g.node(x).shape.clone();
                 if shape.is_empty() {
-                    self.errs.push(args[0].sp.error(format!("`{name}` needs a tensor of rank 1 or more")));
+                    self.errs.push(
+                        args[0]
+                            .sp
+                            .error(format!("`{name}` needs a tensor of rank 1 or more")),
+                    );
                     return Val::Poison;
                 }
                 let axis = shape.len() - 1;
@@ -544,11 +666,19 @@ impl Checker<'_> {
                 };
                 let ve = self.g.add(Op::Binary(BinOp::Add, var, eps), f, row.clone());
                 let inv = self.g.add(Op::Unary(UnOp::Rsqrt, ve), f, row);
-                let norm = self.g.add(Op::Binary(BinOp::Mul, centered, inv), f, shape.clone());
-                let Some(s1) = self.broadcast_all(&[norm, ids[1]], args[1].sp) else { return Val::Poison };
-                let mut y = self.g.add(Op::Binary(BinOp::Mul, norm, ids[1]), f, s1.clone());
+                let norm = self
+                    .g
+                    .add(Op::Binary(BinOp::Mul, centered, inv), f, shape.clone());
+                let Some(s1) = self.broadcast_all(&[norm, ids[1]], args[1].sp) else {
+                    return Val::Poison;
+                };
+                let mut y = self
+                    .g
+                    .add(Op::Binary(BinOp::Mul, norm, ids[1]), f, s1.clone());
                 if layer {
-                    let Some(s2) = self.broadcast_all(&[y, ids[2]], args[2].sp) else { return Val::Poison };
+                    let Some(s2) = self.broadcast_all(&[y, ids[2]], args[2].sp) else {
+                        return Val::Poison;
+                    };
                     y = self.g.add(Op::Binary(BinOp::Add, y, ids[2]), f, s2);
                 }
                 Val::Node(y)
@@ -558,9 +688,14 @@ impl Checker<'_> {
                     return Val::Poison;
                 }
                 let v = self.expr(&args[0]);
-                let Some(x) = self.default_node(v, args[0].sp) else { return Val::Poison };
+                let Some(x) = self.default_node(v, args[0].sp) else {
+                    return Val::Poison;
+                };
                 let n = self.g.node(x).clone();
-                let (Some(i), Some(j)) = (self.axis(&args[1], n.shape.len(), &n.shape), self.axis(&args[2], n.shape.len(), &n.shape)) else {
+                let (Some(i), Some(j)) = (
+                    self.axis(&args[1], n.shape.len(), &n.shape),
+                    self.axis(&args[2], n.shape.len(), &n.shape),
+                ) else {
                     return Val::Poison;
                 };
                 if i == j {
@@ -576,7 +711,9 @@ impl Checker<'_> {
                     return Val::Poison;
                 }
                 let v = self.expr(&args[0]);
-                let Some(x) = self.default_node(v, args[0].sp) else { return Val::Poison };
+                let Some(x) = self.default_node(v, args[0].sp) else {
+                    return Val::Poison;
+                };
                 let ExprKind::Dims(new) = &args[1].kind else {
                     self.errs.push(args[1].sp.error("the shape of `reshape` is written as a list of dimensions: `[N, 4, {D / 4}]`"));
                     return Val::Poison;
@@ -619,7 +756,10 @@ impl Checker<'_> {
         let id = self.default_node(v, sp)?;
         let dt = self.g.node(id).dtype;
         if dt != DType::F32 {
-            self.errs.push(sp.error(format!("dtype mismatch: `{what}` needs f32, got {}", dt.name())));
+            self.errs.push(sp.error(format!(
+                "dtype mismatch: `{what}` needs f32, got {}",
+                dt.name()
+            )));
             return None;
         }
         Some(id)

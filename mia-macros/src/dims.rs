@@ -16,13 +16,22 @@ struct Product {
 
 impl Product {
     fn one() -> Product {
-        Product { num_coef: 1, den_coef: 1, num: vec![], den: vec![] }
+        Product {
+            num_coef: 1,
+            den_coef: 1,
+            num: vec![],
+            den: vec![],
+        }
     }
 
     fn mul(&mut self, d: &Dim, invert: bool) {
         match d {
             Dim::Lit(n) => {
-                let c = if invert { &mut self.den_coef } else { &mut self.num_coef };
+                let c = if invert {
+                    &mut self.den_coef
+                } else {
+                    &mut self.num_coef
+                };
                 *c = c.saturating_mul(*n);
             }
             Dim::Expr(a, '*', b) => {
@@ -35,7 +44,11 @@ impl Product {
             }
             other => {
                 let s = other.to_string();
-                if invert { self.den.push(s) } else { self.num.push(s) }
+                if invert {
+                    self.den.push(s)
+                } else {
+                    self.num.push(s)
+                }
             }
         }
     }
@@ -52,12 +65,21 @@ impl Product {
         num.sort();
         self.den.sort();
         let g = gcd(self.num_coef, self.den_coef).max(1);
-        Product { num_coef: self.num_coef / g, den_coef: self.den_coef / g, num, den: self.den }
+        Product {
+            num_coef: self.num_coef / g,
+            den_coef: self.den_coef / g,
+            num,
+            den: self.den,
+        }
     }
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 { a } else { gcd(b, a % b) }
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 fn product(dims: &[Dim]) -> Product {
@@ -136,8 +158,14 @@ mod tests {
         let dh = Dim::Expr(Box::new(s("D")), '/', Box::new(s("H")));
         assert!(same_count(&[s("T"), s("D")], &[s("T"), s("H"), dh.clone()]));
         assert!(!same_count(&[s("T"), s("D")], &[s("T"), dh]));
-        assert!(same_count(&[Dim::Lit(6), s("N")], &[Dim::Lit(2), s("N"), Dim::Lit(3)]));
+        assert!(same_count(
+            &[Dim::Lit(6), s("N")],
+            &[Dim::Lit(2), s("N"), Dim::Lit(3)]
+        ));
         let two_n = Dim::Expr(Box::new(Dim::Lit(2)), '*', Box::new(s("N")));
-        assert!(same_dim(&two_n, &Dim::Expr(Box::new(s("N")), '*', Box::new(Dim::Lit(2)))));
+        assert!(same_dim(
+            &two_n,
+            &Dim::Expr(Box::new(s("N")), '*', Box::new(Dim::Lit(2)))
+        ));
     }
 }

@@ -84,7 +84,11 @@ pub fn pass_fn(p: usize, sig: &PassSig) -> TokenStream {
     params.push(quote!(st: &[[usize; #r]; #na]));
     params.push(quote!(range: ::core::ops::Range<usize>));
     args.extend([quote!(d), quote!(st), quote!(range)]);
-    let body = if ir.is_rows() { rows_body(ir) } else { elementwise_body(ir) };
+    let body = if ir.is_rows() {
+        rows_body(ir)
+    } else {
+        elementwise_body(ir)
+    };
     quote! {
         #[inline(always)]
         #[allow(unused_variables, unused_mut, unused_unsafe, clippy::all)]
@@ -161,7 +165,11 @@ fn elementwise_body(ir: &PassIr) -> TokenStream {
     let bases = bases(ir, &outer);
     let targets: Vec<usize> = ir.stores.iter().map(|(_, v)| *v).collect();
     let insts = ir.needed(&targets, |l| l != Level::Uniform);
-    let uniform = emit_insts(ir, &ir.needed(&targets, |l| l == Level::Uniform), &|_, _| quote!());
+    let uniform = emit_insts(
+        ir,
+        &ir.needed(&targets, |l| l == Level::Uniform),
+        &|_, _| quote!(),
+    );
     let seg = segment(ir, ax, &insts, &Tail::Stores);
     quote! {
         #uniform
@@ -183,7 +191,11 @@ fn rows_body(ir: &PassIr) -> TokenStream {
     let ax = ir.axis.unwrap_or(0);
     let r = ir.dims.len();
     let outer: Vec<usize> = (0..r).filter(|&k| k != ax).collect();
-    let unr = if outer.is_empty() { quote!() } else { unravel(&outer) };
+    let unr = if outer.is_empty() {
+        quote!()
+    } else {
+        unravel(&outer)
+    };
     let bases = bases(ir, &outer);
     let all_targets: Vec<usize> = ir
         .stores
@@ -191,10 +203,18 @@ fn rows_body(ir: &PassIr) -> TokenStream {
         .map(|(_, v)| *v)
         .chain(ir.phases.iter().map(|p| p.value))
         .collect();
-    let uniform = emit_insts(ir, &ir.needed(&all_targets, |l| l == Level::Uniform), &|_, _| quote!());
+    let uniform = emit_insts(
+        ir,
+        &ir.needed(&all_targets, |l| l == Level::Uniform),
+        &|_, _| quote!(),
+    );
     let row_insts = ir.needed(&all_targets, |l| matches!(l, Level::Row(_)));
     let row_stage = |s: usize| -> Vec<usize> {
-        row_insts.iter().copied().filter(|&i| ir.insts[i].level == Level::Row(s)).collect()
+        row_insts
+            .iter()
+            .copied()
+            .filter(|&i| ir.insts[i].level == Level::Row(s))
+            .collect()
     };
     let row_load = |k: usize, _: &str| {
         let l = format_ident!("l{}", k);
@@ -287,7 +307,9 @@ fn segment(ir: &PassIr, ax: usize, insts: &[usize], tail: &Tail) -> TokenStream 
         }
     }
     let stores: Vec<usize> = match tail {
-        Tail::Stores => (0..ir.stores.len()).filter(|&k| ir.stores[k].0.strides[ax] != Stride::Zero).collect(),
+        Tail::Stores => (0..ir.stores.len())
+            .filter(|&k| ir.stores[k].0.strides[ax] != Stride::Zero)
+            .collect(),
         Tail::Reduce(_) => vec![],
     };
     for &k in &stores {
@@ -456,7 +478,11 @@ fn combine(op: RedOp, dt: DType, a: TokenStream, v: TokenStream) -> TokenStream 
 }
 
 /// `let v{i}: T = ...;` for each instruction, reading loads through `load`.
-fn emit_insts(ir: &PassIr, insts: &[usize], load: &dyn Fn(usize, &str) -> TokenStream) -> TokenStream {
+fn emit_insts(
+    ir: &PassIr,
+    insts: &[usize],
+    load: &dyn Fn(usize, &str) -> TokenStream,
+) -> TokenStream {
     let mut out = TokenStream::new();
     for &i in insts {
         let inst = &ir.insts[i];

@@ -36,7 +36,12 @@ impl Layout {
             }
         }
         let writes = ir.stores.iter().map(|(a, _)| a.buf).collect();
-        Layout { reads, writes, rank: ir.dims.len(), accesses: ir.loads.len() + ir.stores.len() }
+        Layout {
+            reads,
+            writes,
+            rank: ir.dims.len(),
+            accesses: ir.loads.len() + ir.stores.len(),
+        }
     }
     pub fn dim(&self, k: usize) -> usize {
         3 + k
@@ -79,9 +84,9 @@ fn mem_type(dt: DType) -> &'static str {
 }
 
 /// Whether an elementwise pass also gets a vec4 shader (four consecutive elements per
-/// invocation, 128-bit loads and stores): every access moves by 1 or 0 along the inner axis,
-/// the dense ones move along outer axes by multiples of the inner size (so groups of four
-/// never straddle a row), and no buffer is read both ways. The wrapper uses it when the inner
+/// invocation, 128-bit loads and stores): every store, and every load that is not broadcast
+/// along the inner axis, moves by 1 along it and by multiples of the inner size along outer
+/// axes (so groups of four never straddle a row), and no buffer is read both ways. The wrapper uses it when the inner
 /// size is a multiple of 4 at run time.
 pub fn vec4_eligible(ir: &PassIr) -> bool {
     if ir.is_rows() {
@@ -95,6 +100,9 @@ pub fn vec4_eligible(ir: &PassIr) -> bool {
         .chain(ir.stores.iter().map(|(a, _)| a))
         .collect();
     let dense = |a: &crate::lower::Access| a.strides[r - 1].is_one();
+    if !ir.stores.iter().all(|(a, _)| dense(a)) {
+        return false;
+    }
     accesses.iter().all(|a| {
         let inner_ok = a.strides[r - 1] == Stride::Zero || dense(a);
         let outer_ok = !dense(a)
@@ -230,15 +238,24 @@ impl Emitter<'_> {
 
     fn bases(&self, axes: &[usize], out: &mut String) {
         let n = self.lay.accesses;
-        let all: Vec<&Vec<Stride>> =
-            self.ir.loads.iter().map(|a| &a.strides).chain(self.ir.stores.iter().map(|(a, _)| &a.strides)).collect();
+        let all: Vec<&Vec<Stride>> = self
+            .ir
+            .loads
+            .iter()
+            .map(|a| &a.strides)
+            .chain(self.ir.stores.iter().map(|(a, _)| &a.strides))
+            .collect();
         for (a, strides) in all.iter().enumerate().take(n) {
             let terms: Vec<String> = axes
                 .iter()
                 .filter(|&&k| strides[k] != Stride::Zero)
                 .map(|&k| format!("i{k} * P[{}]", self.lay.stride(a, k)))
                 .collect();
-            let e = if terms.is_empty() { "0u".to_string() } else { terms.join(" + ") };
+            let e = if terms.is_empty() {
+                "0u".to_string()
+            } else {
+                terms.join(" + ")
+            };
             let _ = writeln!(out, "    let b{a} = {e} - P[{}];", self.lay.base(a));
         }
     }
@@ -282,18 +299,30 @@ impl Emitter<'_> {
         let r = ir.dims.len();
         let mut s = String::new();
         let outer: Vec<usize> = (0..r).filter(|&k| k != ax).collect();
-        let _ = writeln!(s, "    let n = P[{}];\n    let axis_len = f32(n);", self.lay.dim(ax));
+        let _ = writeln!(
+            s,
+            "    let n = P[{}];\n    let axis_len = f32(n);",
+            self.lay.dim(ax)
+        );
         if !outer.is_empty() {
             self.unravel("P[2] + wid", &outer, &mut s);
         }
         self.bases(&outer, &mut s);
-        let all_targets: Vec<usize> =
-            ir.stores.iter().map(|(_, v)| *v).chain(ir.phases.iter().map(|p| p.value)).collect();
+        let all_targets: Vec<usize> = ir
+            .stores
+            .iter()
+            .map(|(_, v)| *v)
+            .chain(ir.phases.iter().map(|p| p.value))
+            .collect();
         let uniform = ir.needed(&all_targets, |l| l == Level::Uniform);
         self.insts(&uniform, None, &mut s);
         let row_insts = ir.needed(&all_targets, |l| matches!(l, Level::Row(_)));
         let stage = |st: usize| -> Vec<usize> {
-            row_insts.iter().copied().filter(|&i| ir.insts[i].level == Level::Row(st)).collect()
+            row_insts
+                .iter()
+                .copied()
+                .filter(|&i| ir.insts[i].level == Level::Row(st))
+                .collect()
         };
         self.insts(&stage(0), None, &mut s);
         for (p, ph) in ir.phases.iter().enumerate() {
@@ -303,7 +332,11 @@ impl Emitter<'_> {
             let _ = writeln!(s, "    var acc{p}: {t} = {};", red_init(ph.op, ph.dtype));
             let _ = writeln!(s, "    for (var j = lid; j < n; j = j + {WORKGROUP}u) {{");
             self.insts(&insts, Some(ax), &mut s);
-            let _ = writeln!(s, "    acc{p} = {};", combine(ph.op, &format!("acc{p}"), &format!("v{}", ph.value)));
+            let _ = writeln!(
+                s,
+                "    acc{p} = {};",
+                combine(ph.op, &format!("acc{p}"), &format!("v{}", ph.value))
+            );
             let _ = writeln!(s, "    }}");
             let _ = writeln!(
                 s,
@@ -313,8 +346,9 @@ impl Emitter<'_> {
             );
             self.insts(&stage(p + 1), None, &mut s);
         }
-        let elem_stores: Vec<usize> =
-            (0..ir.stores.len()).filter(|&k| ir.stores[k].0.strides[ax] != Stride::Zero).collect();
+        let elem_stores: Vec<usize> = (0..ir.stores.len())
+            .filter(|&k| ir.stores[k].0.strides[ax] != Stride::Zero)
+            .collect();
         if !elem_stores.is_empty() {
             let targets: Vec<usize> = elem_stores.iter().map(|&k| ir.stores[k].1).collect();
             let insts = ir.needed(&targets, |l| matches!(l, Level::Elem(_)));
@@ -327,12 +361,18 @@ impl Emitter<'_> {
             }
             let _ = writeln!(s, "    }}");
         }
-        let row_stores: Vec<usize> =
-            (0..ir.stores.len()).filter(|&k| ir.stores[k].0.strides[ax] == Stride::Zero).collect();
+        let row_stores: Vec<usize> = (0..ir.stores.len())
+            .filter(|&k| ir.stores[k].0.strides[ax] == Stride::Zero)
+            .collect();
         if !row_stores.is_empty() {
             let _ = writeln!(s, "    if (lid == 0u) {{");
             for k in row_stores {
-                self.store(k, &format!("b{}", ir.loads.len() + k), ir.stores[k].1, &mut s);
+                self.store(
+                    k,
+                    &format!("b{}", ir.loads.len() + k),
+                    ir.stores[k].1,
+                    &mut s,
+                );
             }
             let _ = writeln!(s, "    }}");
         }
@@ -499,7 +539,11 @@ fn const_expr(c: Const) -> String {
     match c.dtype {
         DType::F32 => {
             let v = f32::from_bits(c.bits);
-            if v.is_finite() { format!("({v:?}f)") } else { format!("bitcast<f32>({}u)", c.bits) }
+            if v.is_finite() {
+                format!("({v:?}f)")
+            } else {
+                format!("bitcast<f32>({}u)", c.bits)
+            }
         }
         DType::I32 => format!("bitcast<i32>({}u)", c.bits),
         DType::U32 => format!("{}u", c.bits),

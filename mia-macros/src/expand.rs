@@ -76,10 +76,20 @@ fn signature_only(func: &syn::ItemFn) -> Result<TokenStream, ()> {
     let vis = &func.vis;
     let name = &func.sig.ident;
     let mut params = Vec::new();
+    let mut names = Vec::new();
     for arg in &func.sig.inputs {
-        let syn::FnArg::Typed(pt) = arg else { return Err(()) };
-        let syn::Pat::Ident(pi) = &*pt.pat else { return Err(()) };
+        let syn::FnArg::Typed(pt) = arg else {
+            return Err(());
+        };
+        let syn::Pat::Ident(pi) = &*pt.pat else {
+            return Err(());
+        };
         let id = &pi.ident;
+        // A stand-in with a duplicated parameter would add rustc's own error to ours.
+        if names.contains(id) {
+            return Err(());
+        }
+        names.push(id.clone());
         match ast_type(&pt.ty)? {
             ParamTy::Tensor { dtype, .. } => {
                 let t = rust_type(dtype);
@@ -91,7 +101,9 @@ fn signature_only(func: &syn::ItemFn) -> Result<TokenStream, ()> {
             }
         }
     }
-    let syn::ReturnType::Type(_, ty) = &func.sig.output else { return Err(()) };
+    let syn::ReturnType::Type(_, ty) = &func.sig.output else {
+        return Err(());
+    };
     let outs: Vec<&syn::Type> = match &**ty {
         syn::Type::Tuple(t) => t.elems.iter().collect(),
         t => vec![t],
@@ -115,18 +127,29 @@ fn ast_type(ty: &syn::Type) -> Result<ParamTy, ()> {
 }
 
 fn return_type(dts: &[DType], tuple: bool) -> TokenStream {
-    let ts: Vec<TokenStream> = dts.iter().map(|d| {
-        let t = rust_type(*d);
-        quote!(::mia_runtime::Tensor<#t>)
-    }).collect();
-    if tuple { quote!((#(#ts,)*)) } else { quote!(#(#ts)*) }
+    let ts: Vec<TokenStream> = dts
+        .iter()
+        .map(|d| {
+            let t = rust_type(*d);
+            quote!(::mia_runtime::Tensor<#t>)
+        })
+        .collect();
+    if tuple {
+        quote!((#(#ts,)*))
+    } else {
+        quote!(#(#ts)*)
+    }
 }
 
 /// The whole pipeline: parse → check → fuse → lower → emit → validate.
 fn compile(func: &syn::ItemFn, opts: &Options) -> Result<TokenStream, Vec<syn::Error>> {
     let k = ast::parse(func)?;
     let g = check::check(&k)?;
-    let fused = if opts.unfused { fuse::fuse_none(&g) } else { fuse::fuse(&g) };
+    let fused = if opts.unfused {
+        fuse::fuse_none(&g)
+    } else {
+        fuse::fuse(&g)
+    };
     let passes = lower::lower(&g, &fused);
     let scalar_types: Vec<DType> = k
         .params
@@ -317,7 +340,9 @@ impl Expander<'_> {
                 if let Dim::Expr(..) = d {
                     let v = self.dim(d);
                     let text = d.to_string();
-                    bind.extend(quote!(rt::check_dim(__K, #pname, #axis, #text, #v, #id.shape()[#axis])?;));
+                    bind.extend(
+                        quote!(rt::check_dim(__K, #pname, #axis, #text, #v, #id.shape()[#axis])?;),
+                    );
                 }
             }
         }
@@ -344,8 +369,12 @@ impl Expander<'_> {
             });
         }
 
-        let cpu_fns: Vec<TokenStream> =
-            self.passes.iter().enumerate().map(|(p, ir)| emit_cpu::pass_fn(p, &self.sig(ir))).collect();
+        let cpu_fns: Vec<TokenStream> = self
+            .passes
+            .iter()
+            .enumerate()
+            .map(|(p, ir)| emit_cpu::pass_fn(p, &self.sig(ir)))
+            .collect();
         let cpu = self.cpu_body();
         let gpu = self.gpu_body(name);
         let plan = self.plan();
@@ -388,7 +417,11 @@ impl Expander<'_> {
         PassSig {
             ir,
             load_types: ir.loads.iter().map(|a| self.buf_types[a.buf]).collect(),
-            store_types: ir.stores.iter().map(|(a, _)| self.buf_types[a.buf]).collect(),
+            store_types: ir
+                .stores
+                .iter()
+                .map(|(a, _)| self.buf_types[a.buf])
+                .collect(),
             scalar_types: &self.scalar_types,
         }
     }
@@ -423,7 +456,9 @@ impl Expander<'_> {
             .collect();
         let count = match ir.axis {
             None => quote!(__d.iter().fold(1usize, |a, &b| a.saturating_mul(b))),
-            Some(ax) => quote!(__d.iter().enumerate().filter(|(k, _)| *k != #ax).fold(1usize, |a, (_, &b)| a.saturating_mul(b))),
+            Some(ax) => {
+                quote!(__d.iter().enumerate().filter(|(k, _)| *k != #ax).fold(1usize, |a, (_, &b)| a.saturating_mul(b)))
+            }
         };
         (
             quote! {
@@ -464,7 +499,9 @@ impl Expander<'_> {
                 }
                 _ => {
                     let len = format_ident!("__len{}", b);
-                    out.extend(quote!(let mut #v: ::std::vec::Vec<#t> = rt::cpu_alloc::<#t>(#len);));
+                    out.extend(
+                        quote!(let mut #v: ::std::vec::Vec<#t> = rt::cpu_alloc::<#t>(#len);),
+                    );
                 }
             }
         }
@@ -528,7 +565,9 @@ impl Expander<'_> {
                 }
                 _ => {
                     let len = format_ident!("__len{}", b);
-                    out.extend(quote!(let #v: rt::GpuBuffer = rt::GpuBuffer::alloc::<#t>(&__dev, #len)?;));
+                    out.extend(
+                        quote!(let #v: rt::GpuBuffer = rt::GpuBuffer::alloc::<#t>(&__dev, #len)?;),
+                    );
                 }
             }
         }
@@ -542,7 +581,11 @@ impl Expander<'_> {
                 .chain(&lay.writes)
                 .map(|&b| {
                     let v = format_ident!("__gb{}", b);
-                    if matches!(self.f.buffers[b].kind, BufKind::Input(_)) { quote!(#v) } else { quote!(&#v) }
+                    if matches!(self.f.buffers[b].kind, BufKind::Input(_)) {
+                        quote!(#v)
+                    } else {
+                        quote!(&#v)
+                    }
                 })
                 .collect();
             let reads = lay.reads.len();
@@ -566,7 +609,10 @@ impl Expander<'_> {
             };
             // Iterations per invocation group, and the granule a split pass is cut at.
             let (per_group, granule) = match ir.axis {
-                None => (quote!(#WORKGROUP as usize * #per), quote!(4 * #WORKGROUP as usize)),
+                None => (
+                    quote!(#WORKGROUP as usize * #per),
+                    quote!(4 * #WORKGROUP as usize),
+                ),
                 Some(_) => (quote!(1usize), quote!(1usize)),
             };
             let axis = match ir.axis {
@@ -668,7 +714,13 @@ impl Expander<'_> {
     fn plan(&self) -> TokenStream {
         let kernel = self.k.name.to_string();
         let pick = |f: &dyn Fn(&BufKind) -> bool| -> Vec<TokenStream> {
-            self.f.buffers.iter().enumerate().filter(|(_, b)| f(&b.kind)).map(|(i, _)| self.io(i)).collect()
+            self.f
+                .buffers
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| f(&b.kind))
+                .map(|(i, _)| self.io(i))
+                .collect()
         };
         let inputs = pick(&|k| matches!(k, BufKind::Input(_)));
         let outputs = pick(&|k| matches!(k, BufKind::Output(_)));

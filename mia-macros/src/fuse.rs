@@ -127,7 +127,8 @@ pub fn fuse(g: &Graph) -> Fused {
             let key = pass_key(g, &c, &shape);
             for &n in &c {
                 if let Some(k) = red_key(g, n) {
-                    let same = matches!(&key, Domain::Rows(s, a) if same_shape(s, &k.0) && *a == k.1);
+                    let same =
+                        matches!(&key, Domain::Rows(s, a) if same_shape(s, &k.0) && *a == k.1);
                     if !same && n != root && temps.insert(n) {
                         changed = true;
                     }
@@ -147,11 +148,16 @@ pub fn fuse_none(g: &Graph) -> Fused {
         .live()
         .into_iter()
         .filter(|&n| g.node(n).is_compute() && !g.outputs.contains(&n))
-        .chain(g.live().into_iter().filter(|&n| match g.node(n).op {
-            Op::Transpose(_, _, x) => needs_temp(g, x, false).is_some(),
-            Op::Reshape(x) => needs_temp(g, x, true).is_some(),
-            _ => false,
-        }).filter_map(|n| g.node(n).operands().first().copied()))
+        .chain(
+            g.live()
+                .into_iter()
+                .filter(|&n| match g.node(n).op {
+                    Op::Transpose(_, _, x) => needs_temp(g, x, false).is_some(),
+                    Op::Reshape(x) => needs_temp(g, x, true).is_some(),
+                    _ => false,
+                })
+                .filter_map(|n| g.node(n).operands().first().copied()),
+        )
         .collect();
     plan(g, &temps, false)
 }
@@ -175,15 +181,21 @@ fn plan(g: &Graph, temps: &BTreeSet<NodeId>, merge: bool) -> Fused {
     let mut buffers: Vec<Buffer> = Vec::new();
     for n in 0..g.nodes.len() {
         if let Op::Input(i) = g.node(n).op {
-            buffers.push(Buffer { kind: BufKind::Input(i), node: n, shape: g.node(n).shape.clone() });
+            buffers.push(Buffer {
+                kind: BufKind::Input(i),
+                node: n,
+                shape: g.node(n).shape.clone(),
+            });
         }
     }
     // Outputs are declared shapes; the body's value may be a broadcastable smaller shape.
     let mut stores: Vec<(usize, Domain, usize)> = Vec::new(); // (buffer, domain, level)
     let mut level_of = std::collections::HashMap::new();
     // Temps in topological (node id) order, then outputs.
-    let mut sinks: Vec<(NodeId, BufKind, Vec<Dim>)> =
-        temps.iter().map(|&t| (t, BufKind::Temp, g.node(t).shape.clone())).collect();
+    let mut sinks: Vec<(NodeId, BufKind, Vec<Dim>)> = temps
+        .iter()
+        .map(|&t| (t, BufKind::Temp, g.node(t).shape.clone()))
+        .collect();
     for (i, (&o, shape)) in g.outputs.iter().zip(&g.output_shapes).enumerate() {
         sinks.push((o, BufKind::Output(i), shape.clone()));
     }
@@ -204,13 +216,25 @@ fn plan(g: &Graph, temps: &BTreeSet<NodeId>, merge: bool) -> Fused {
     }
     let mut passes: Vec<(usize, Pass)> = Vec::new();
     for (buf, domain, level) in stores {
-        match passes.iter_mut().find(|(l, p)| merge && *l == level && same_domain(&p.domain, &domain)) {
+        match passes
+            .iter_mut()
+            .find(|(l, p)| merge && *l == level && same_domain(&p.domain, &domain))
+        {
             Some((_, p)) => p.stores.push(buf),
-            None => passes.push((level, Pass { domain, stores: vec![buf] })),
+            None => passes.push((
+                level,
+                Pass {
+                    domain,
+                    stores: vec![buf],
+                },
+            )),
         }
     }
     passes.sort_by_key(|(l, _)| *l);
-    Fused { buffers, passes: passes.into_iter().map(|(_, p)| p).collect() }
+    Fused {
+        buffers,
+        passes: passes.into_iter().map(|(_, p)| p).collect(),
+    }
 }
 
 fn same_domain(a: &Domain, b: &Domain) -> bool {

@@ -44,7 +44,10 @@ pub enum BinOp {
 
 impl BinOp {
     pub fn is_comparison(self) -> bool {
-        matches!(self, BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne)
+        matches!(
+            self,
+            BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne
+        )
     }
 }
 
@@ -65,7 +68,10 @@ pub struct Const {
 
 impl Const {
     pub fn f32(v: f32) -> Const {
-        Const { dtype: DType::F32, bits: v.to_bits() }
+        Const {
+            dtype: DType::F32,
+            bits: v.to_bits(),
+        }
     }
 }
 
@@ -99,7 +105,11 @@ impl Node {
     pub fn operands(&self) -> Vec<NodeId> {
         match &self.op {
             Op::Input(_) | Op::Scalar(_) | Op::Const(_) => vec![],
-            Op::Unary(_, a) | Op::Cast(a) | Op::Reduce(_, _, a) | Op::Transpose(_, _, a) | Op::Reshape(a) => {
+            Op::Unary(_, a)
+            | Op::Cast(a)
+            | Op::Reduce(_, _, a)
+            | Op::Transpose(_, _, a)
+            | Op::Reshape(a) => {
                 vec![*a]
             }
             Op::Binary(_, a, b) => vec![*a, *b],
@@ -109,7 +119,10 @@ impl Node {
 
     /// Leaves and layout ops are not arithmetic; everything else counts as one fused op.
     pub fn is_compute(&self) -> bool {
-        !matches!(self.op, Op::Input(_) | Op::Scalar(_) | Op::Const(_) | Op::Transpose(..) | Op::Reshape(_))
+        !matches!(
+            self.op,
+            Op::Input(_) | Op::Scalar(_) | Op::Const(_) | Op::Transpose(..) | Op::Reshape(_)
+        )
     }
 }
 
@@ -155,6 +168,9 @@ impl Graph {
 
     /// Primitive compute ops among the live nodes.
     pub fn op_count(&self) -> usize {
-        self.live().into_iter().filter(|&n| self.nodes[n].is_compute()).count()
+        self.live()
+            .into_iter()
+            .filter(|&n| self.nodes[n].is_compute())
+            .count()
     }
 }

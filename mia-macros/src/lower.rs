@@ -100,7 +100,9 @@ impl PassIr {
                 stack.extend(self.operands(i));
             }
         }
-        (0..self.insts.len()).filter(|&i| need[i] && keep(self.insts[i].level)).collect()
+        (0..self.insts.len())
+            .filter(|&i| need[i] && keep(self.insts[i].level))
+            .collect()
     }
 
     pub fn operands(&self, i: usize) -> Vec<usize> {
@@ -155,7 +157,11 @@ pub fn lower(g: &Graph, f: &Fused) -> Vec<PassIr> {
             };
             for &b in &p.stores {
                 let v = l.node(f.buffers[b].node, true);
-                let acc = l.access(b, &f.buffers[b].shape.clone(), contiguous(&f.buffers[b].shape));
+                let acc = l.access(
+                    b,
+                    &f.buffers[b].shape.clone(),
+                    contiguous(&f.buffers[b].shape),
+                );
                 l.ir.stores.push((acc, v));
             }
             let mut ir = l.ir;
@@ -179,12 +185,25 @@ pub fn lower(g: &Graph, f: &Fused) -> Vec<PassIr> {
 
 /// Row-major strides of a contiguous tensor of `shape`.
 fn contiguous(shape: &[Dim]) -> Vec<Prod> {
-    (0..shape.len()).map(|k| shape[k + 1..].iter().filter(|d| !matches!(d, Dim::Lit(1))).cloned().collect()).collect()
+    (0..shape.len())
+        .map(|k| {
+            shape[k + 1..]
+                .iter()
+                .filter(|d| !matches!(d, Dim::Lit(1)))
+                .cloned()
+                .collect()
+        })
+        .collect()
 }
 
 impl Lowerer<'_> {
     fn push(&mut self, op: InstOp, dtype: DType, level: Level) -> usize {
-        if let Some(i) = self.ir.insts.iter().position(|x| x.op == op && x.dtype == dtype) {
+        if let Some(i) = self
+            .ir
+            .insts
+            .iter()
+            .position(|x| x.op == op && x.dtype == dtype)
+        {
             return i;
         }
         self.ir.insts.push(Inst { op, dtype, level });
@@ -228,7 +247,10 @@ impl Lowerer<'_> {
     /// A view of memory for a layout node or a buffer: (buffer, view strides).
     fn view(&self, n: NodeId) -> Option<(usize, Vec<Prod>)> {
         if let Some(b) = self.f.buffer_of(n) {
-            if !self.stored.contains(&n) {
+            // A temp is computed (not loaded) by the pass that stores it; an input returned as
+            // an output is copied.
+            let input = matches!(self.f.buffers[b].kind, crate::fuse::BufKind::Input(_));
+            if input || !self.stored.contains(&n) {
                 return Some((b, contiguous(&self.g.node(n).shape)));
             }
         }
@@ -254,7 +276,12 @@ impl Lowerer<'_> {
             Some(a) if acc.strides[a] == Stride::Zero => Level::Row(0),
             _ => Level::Elem(0),
         };
-        let idx = match self.ir.loads.iter().position(|l| l.buf == acc.buf && l.strides == acc.strides) {
+        let idx = match self
+            .ir
+            .loads
+            .iter()
+            .position(|l| l.buf == acc.buf && l.strides == acc.strides)
+        {
             Some(i) => i,
             None => {
                 self.ir.loads.push(acc);
@@ -270,14 +297,23 @@ impl Lowerer<'_> {
         }
         let node = self.g.node(n).clone();
         let is_temp_here = self.f.buffer_of(n).is_some() && !root;
-        let i = if is_temp_here || matches!(node.op, Op::Input(_) | Op::Transpose(..) | Op::Reshape(_)) {
+        let i = if is_temp_here
+            || matches!(node.op, Op::Input(_) | Op::Transpose(..) | Op::Reshape(_))
+        {
             match self.load(n) {
                 Some(i) => i,
                 // Unreachable by construction (fuse materializes every layout operand); a
                 // copy of the operand keeps the result correct even so.
                 None => match node.operands().first() {
                     Some(&x) => self.node(x, false),
-                    None => self.push(InstOp::Const(Const { dtype: node.dtype, bits: 0 }), node.dtype, Level::Uniform),
+                    None => self.push(
+                        InstOp::Const(Const {
+                            dtype: node.dtype,
+                            bits: 0,
+                        }),
+                        node.dtype,
+                        Level::Uniform,
+                    ),
                 },
             }
         } else {
@@ -298,7 +334,11 @@ impl Lowerer<'_> {
                     self.push(InstOp::Binary(op, a, b), node.dtype, lv)
                 }
                 Op::Select(c, a, b) => {
-                    let (c, a, b) = (self.node(c, false), self.node(a, false), self.node(b, false));
+                    let (c, a, b) = (
+                        self.node(c, false),
+                        self.node(a, false),
+                        self.node(b, false),
+                    );
                     let lv = self.level_of(&[c, a, b]);
                     self.push(InstOp::Select(c, a, b), node.dtype, lv)
                 }
@@ -321,19 +361,32 @@ impl Lowerer<'_> {
                     };
                     let p = self.ir.phases.len();
                     let sum_op = if op == RedOp::Mean { RedOp::Sum } else { op };
-                    self.ir.phases.push(Phase { op: sum_op, value: v, dtype: node.dtype });
+                    self.ir.phases.push(Phase {
+                        op: sum_op,
+                        value: v,
+                        dtype: node.dtype,
+                    });
                     let r = self.push(InstOp::Phase(p), node.dtype, Level::Row(p + 1));
                     if op == RedOp::Mean {
                         let len = self.push(InstOp::AxisLen, DType::F32, Level::Uniform);
-                        self.push(InstOp::Binary(BinOp::Div, r, len), node.dtype, Level::Row(p + 1))
+                        self.push(
+                            InstOp::Binary(BinOp::Div, r, len),
+                            node.dtype,
+                            Level::Row(p + 1),
+                        )
                     } else {
                         r
                     }
                 }
                 // Loaded above; kept total so no input can make the compiler panic.
-                Op::Input(_) | Op::Transpose(..) | Op::Reshape(_) => {
-                    self.push(InstOp::Const(Const { dtype: node.dtype, bits: 0 }), node.dtype, Level::Uniform)
-                }
+                Op::Input(_) | Op::Transpose(..) | Op::Reshape(_) => self.push(
+                    InstOp::Const(Const {
+                        dtype: node.dtype,
+                        bits: 0,
+                    }),
+                    node.dtype,
+                    Level::Uniform,
+                ),
             }
         };
         self.memo.insert(n, i);
@@ -348,7 +401,11 @@ impl Lowerer<'_> {
             _ => Const { dtype: dt, bits: 0 },
         };
         let z = self.push(InstOp::Const(zero), dt, Level::Uniform);
-        self.ir.insts.push(Inst { op: InstOp::Binary(BinOp::Add, v, z), dtype: dt, level: Level::Elem(stage) });
+        self.ir.insts.push(Inst {
+            op: InstOp::Binary(BinOp::Add, v, z),
+            dtype: dt,
+            level: Level::Elem(stage),
+        });
         self.ir.insts.len() - 1
     }
 }
@@ -359,7 +416,9 @@ impl Lowerer<'_> {
 fn collapse(ir: &mut PassIr) {
     let mut k = 0;
     while k < ir.dims.len() {
-        let all = |f: &dyn Fn(&Access) -> bool| ir.loads.iter().all(f) && ir.stores.iter().all(|(a, _)| f(a));
+        let all = |f: &dyn Fn(&Access) -> bool| {
+            ir.loads.iter().all(f) && ir.stores.iter().all(|(a, _)| f(a))
+        };
         if ir.dims.len() > 1 && ir.dims[k].iter().all(|d| d.is_one()) {
             remove_axis(ir, k);
             continue;
@@ -369,7 +428,12 @@ fn collapse(ir: &mut PassIr) {
             let mergeable = all(&|a: &Access| match (&a.strides[k], &a.strides[k + 1]) {
                 (Stride::Zero, Stride::Zero) => true,
                 (Stride::Prod(hi), Stride::Prod(lo)) => {
-                    let mut want: Vec<Dim> = lo.iter().chain(next.iter()).filter(|d| !d.is_one()).cloned().collect();
+                    let mut want: Vec<Dim> = lo
+                        .iter()
+                        .chain(next.iter())
+                        .filter(|d| !d.is_one())
+                        .cloned()
+                        .collect();
                     let mut have: Vec<Dim> = hi.iter().filter(|d| !d.is_one()).cloned().collect();
                     want.sort();
                     have.sort();
@@ -380,7 +444,11 @@ fn collapse(ir: &mut PassIr) {
             if mergeable {
                 let lo_dims = ir.dims.remove(k + 1);
                 ir.dims[k].extend(lo_dims);
-                for a in ir.loads.iter_mut().chain(ir.stores.iter_mut().map(|(a, _)| a)) {
+                for a in ir
+                    .loads
+                    .iter_mut()
+                    .chain(ir.stores.iter_mut().map(|(a, _)| a))
+                {
                     let lo = a.strides.remove(k + 1);
                     a.strides[k] = lo;
                 }
@@ -393,7 +461,11 @@ fn collapse(ir: &mut PassIr) {
 
 fn remove_axis(ir: &mut PassIr, k: usize) {
     ir.dims.remove(k);
-    for a in ir.loads.iter_mut().chain(ir.stores.iter_mut().map(|(a, _)| a)) {
+    for a in ir
+        .loads
+        .iter_mut()
+        .chain(ir.stores.iter_mut().map(|(a, _)| a))
+    {
         a.strides.remove(k);
     }
 }

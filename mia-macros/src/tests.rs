@@ -246,3 +246,15 @@ fn expansion_defines_function_and_plan_module() {
     .to_string();
     assert!(opt.contains("compile_error"));
 }
+
+#[test]
+fn reshape_of_a_rank0_input_validates() {
+    let out = expand::kernel(
+        quote!(),
+        quote! {
+            fn f(x: Tensor<f32>) -> Tensor<f32, 1, 1> { reshape(x, [1, 1]) }
+        },
+    )
+    .to_string();
+    assert!(!out.contains("compile_error"), "{out}");
+}

@@ -90,7 +90,10 @@ impl PassShape<'_> {
         for a in 0..self.strides.len() {
             let b = self.binding_of[a];
             let (lo, hi) = if self.monotone(a) {
-                (self.offsets_of(a, start).0, self.offsets_of(a, end - 1).1 + 1)
+                (
+                    self.offsets_of(a, start).0,
+                    self.offsets_of(a, end - 1).1 + 1,
+                )
             } else {
                 (0, self.binding_lens[b])
             };
@@ -105,7 +108,13 @@ impl PassShape<'_> {
     /// Splits the pass so that every binding window fits in `max_binding` bytes, with window
     /// starts aligned to `align` bytes and chunk sizes a multiple of `granule` iterations.
     /// One chunk covering everything (with whole-buffer bindings) when nothing is too large.
-    pub fn chunks(&self, label: &str, max_binding: u64, align: u64, granule: usize) -> Result<Vec<Chunk>> {
+    pub fn chunks(
+        &self,
+        label: &str,
+        max_binding: u64,
+        align: u64,
+        granule: usize,
+    ) -> Result<Vec<Chunk>> {
         let count = self.count();
         let fits = |len: usize| (len * ELEM) as u64 <= max_binding;
         if self.binding_lens.iter().all(|&l| fits(l)) || count == 0 {
@@ -113,7 +122,11 @@ impl PassShape<'_> {
                 start: 0,
                 end: count,
                 bases: vec![0; self.strides.len()],
-                ranges: self.binding_lens.iter().map(|&l| (0, (l.max(1) * ELEM) as u64)).collect(),
+                ranges: self
+                    .binding_lens
+                    .iter()
+                    .map(|&l| (0, (l.max(1) * ELEM) as u64))
+                    .collect(),
             }]);
         }
         let align_elems = (align as usize / ELEM).max(1);
@@ -139,7 +152,12 @@ impl PassShape<'_> {
                     ranges.push(((lo * ELEM) as u64, ((hi - lo) * ELEM) as u64));
                 }
                 let bases = self.binding_of.iter().map(|&b| starts[b]).collect();
-                out.push(Chunk { start, end, bases, ranges });
+                out.push(Chunk {
+                    start,
+                    end,
+                    bases,
+                    ranges,
+                });
                 start = end;
             }
             if ok {
@@ -167,7 +185,13 @@ mod tests {
 
     #[test]
     fn small_passes_are_one_chunk() {
-        let s = PassShape { dims: &[4, 8], axis: None, strides: &[&[8, 1], &[0, 1], &[8, 1]], binding_of: &[0, 1, 2], binding_lens: &[32, 8, 32] };
+        let s = PassShape {
+            dims: &[4, 8],
+            axis: None,
+            strides: &[&[8, 1], &[0, 1], &[8, 1]],
+            binding_of: &[0, 1, 2],
+            binding_lens: &[32, 8, 32],
+        };
         let c = s.chunks("k", 1 << 20, 256, 1).unwrap();
         assert_eq!(c.len(), 1);
         assert_eq!((c[0].start, c[0].end), (0, 32));
@@ -205,7 +229,13 @@ mod tests {
 
     #[test]
     fn row_passes_split_by_rows() {
-        let s = PassShape { dims: &[300, 1000], axis: Some(1), strides: &[&[1000, 1], &[1000, 1]], binding_of: &[0, 1], binding_lens: &[300_000, 300_000] };
+        let s = PassShape {
+            dims: &[300, 1000],
+            axis: Some(1),
+            strides: &[&[1000, 1], &[1000, 1]],
+            binding_of: &[0, 1],
+            binding_lens: &[300_000, 300_000],
+        };
         let c = s.chunks("k", 400_000, 256, 1).unwrap();
         assert!(c.len() >= 3);
         for ch in &c {
@@ -216,15 +246,34 @@ mod tests {
 
     #[test]
     fn broadcast_rows_bind_their_whole_buffer() {
-        let s = PassShape { dims: &[1000, 1000], axis: None, strides: &[&[0, 1], &[1000, 1]], binding_of: &[0, 1], binding_lens: &[1000, 1_000_000] };
+        let s = PassShape {
+            dims: &[1000, 1000],
+            axis: None,
+            strides: &[&[0, 1], &[1000, 1]],
+            binding_of: &[0, 1],
+            binding_lens: &[1000, 1_000_000],
+        };
         for ch in s.chunks("k", 1_000_000, 256, 256).unwrap() {
-            assert_eq!(ch.ranges[0], (0, 4000), "a chunk ending mid-row still needs the whole row");
+            assert_eq!(
+                ch.ranges[0],
+                (0, 4000),
+                "a chunk ending mid-row still needs the whole row"
+            );
         }
     }
 
     #[test]
     fn transposed_reads_of_huge_tensors_are_an_error() {
-        let s = PassShape { dims: &[1000, 1000], axis: None, strides: &[&[1, 1000], &[1000, 1]], binding_of: &[0, 1], binding_lens: &[1_000_000, 1_000_000] };
-        assert!(matches!(s.chunks("k", 1_000_000, 256, 1), Err(Error::TooLarge { .. })));
+        let s = PassShape {
+            dims: &[1000, 1000],
+            axis: None,
+            strides: &[&[1, 1000], &[1000, 1]],
+            binding_of: &[0, 1],
+            binding_lens: &[1_000_000, 1_000_000],
+        };
+        assert!(matches!(
+            s.chunks("k", 1_000_000, 256, 1),
+            Err(Error::TooLarge { .. })
+        ));
     }
 }

@@ -10,6 +10,7 @@ mod error;
 mod gpu;
 pub mod math;
 mod plan;
+mod pool;
 #[doc(hidden)]
 pub mod rt;
 mod tensor;

@@ -119,8 +119,8 @@ pub fn exp2(x: f32) -> f32 {
     let xc = if x < -151.0 { 0.0 } else { x };
     let xc = if xc > 129.0 { 129.0 } else { xc };
     let (nf, n) = round_i(xc);
-    let f = xc - nf; // exact, |f| <= 0.5
-                     // (2^f - 1)/f, Chebyshev fit on [-0.5, 0.5], relative error 1.2e-8.
+    // f is exact, |f| <= 0.5; (2^f - 1)/f: Chebyshev fit on [-0.5, 0.5], rel. error 1.2e-8.
+    let f = xc - nf;
     let p = 1.545_316_294_51e-4;
     let p = p * f + 1.339_086_336_47e-3;
     let p = p * f + 9.618_082_557_28e-3;
@@ -152,7 +152,8 @@ pub fn ln(x: f32) -> f32 {
     let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
     let big = m > std::f32::consts::SQRT_2;
     let m = if big { m * 0.5 } else { m };
-    let e = if big { e.wrapping_add(1) } else { e } as f32;
+    let e = if big { e.wrapping_add(1) } else { e };
+    let e = e as f32;
     let f = m - 1.0; // exact (Sterbenz)
     let z = f * f;
     // ln(1+f) = f - f²/2 + f³·P(f), Cephes `logf` coefficients.
@@ -199,7 +200,7 @@ pub fn tanh(x: f32) -> f32 {
     with_sign_of(m / (m + 2.0), x)
 }
 
-/// `e^-(hi + lo)` for `hi + lo` in [0, 87] with `hi` exact: the split carries the low bits
+/// `e^-(hi + lo)` for `hi + lo` in [0, 87.12] with `hi` exact: the split carries the low bits
 /// of a square, so large arguments keep full relative accuracy.
 #[inline(always)]
 fn exp_neg_hilo(hi: f32, lo: f32) -> f32 {
@@ -216,18 +217,11 @@ fn head12(a: f32) -> f32 {
 
 /// erf comes from its odd series fit below this `t` and from `1 - erfc` above it.
 const ERF_SPLIT: f32 = 0.875;
-/// erfc comes from `1 - erf` below this `t` and from `e^-t²·R(t)` above it (lower than
-/// ERF_SPLIT: `1 - erf` loses relative accuracy as erfc shrinks).
-const ERFC_SPLIT: f32 = 0.5;
 
-/// The two halves of erf/erfc for `t` in [0, 9.375] or NaN, given `t² = hi + lo` (`hi`
-/// exact): `(erf(t), e^-t², R)`, the first valid for t < ERF_SPLIT, `erfc(t) = e^-t²·R` for
-/// t >= ERFC_SPLIT.
-/// erfc is kept as a product so a caller can scale `R` first and round only once into a
-/// subnormal result; it is relatively accurate over the whole range (no `1 - erf`).
+/// erf(t) for `t` in [0, ERF_SPLIT]: `t·P(t²)`, Chebyshev fit of erf(t)/t, relative error
+/// 9e-9.
 #[inline(always)]
-fn erf_parts(t: f32, hi: f32, lo: f32) -> (f32, f32, f32) {
-    // erf(t)/t as a polynomial in t², Chebyshev fit on [0, 0.875], relative error 9e-9.
+fn erf_small(t: f32) -> f32 {
     let u = t * t;
     let p = -6.214_585_361_98e-4;
     let p = p * u + 5.034_370_663_2e-3;
@@ -235,19 +229,28 @@ fn erf_parts(t: f32, hi: f32, lo: f32) -> (f32, f32, f32) {
     let p = p * u + 1.128_249_659_96e-1;
     let p = p * u - 3.761_255_450_66e-1;
     let p = p * u + 1.128_379_158_13;
-    // erfcx(t) = e^t²·erfc(t) = w·Q(w), w = 2/(2 + t): Chebyshev fit on t in
-    // [0.5, 9.375], relative error 1.4e-8.
+    t * p
+}
+
+/// erfc(t) = `e·r` for `t` in [0, 9.375] or NaN, given `t² = hi + lo` (`hi` exact):
+/// `e = e^-t²` and `r = erfcx(t) = w·Q(w)`, `w = 2/(2 + t)`, Q a Chebyshev fit with relative
+/// error 4.6e-9. Relatively accurate over the whole range (no `1 - erf`); returned as a
+/// product so a caller can scale `r` first and round only once into a subnormal result.
+#[inline(always)]
+fn erfc_parts(t: f32, hi: f32, lo: f32) -> (f32, f32) {
     let w = 2.0 / (2.0 + t);
-    let q = -6.801_455_992_87e-2;
-    let q = q * w + 3.226_106_650_04e-1;
-    let q = q * w - 5.555_461_760_92e-1;
-    let q = q * w + 3.456_251_846_24e-1;
-    let q = q * w - 6.666_066_490_66e-2;
-    let q = q * w + 2.171_996_732_53e-1;
-    let q = q * w + 2.399_713_265_78e-1;
-    let q = q * w + 2.827_424_029_72e-1;
-    let q = q * w + 2.820_685_607_3e-1;
-    (t * p, exp_neg_hilo(hi, lo), w * q)
+    let q = 3.085_994_394_22e-2;
+    let q = q * w - 1.623_204_259_48e-1;
+    let q = q * w + 3.078_558_546_91e-1;
+    let q = q * w - 1.811_582_213_12e-1;
+    let q = q * w - 1.235_554_929_18e-1;
+    let q = q * w + 9.847_515_093_87e-2;
+    let q = q * w + 2.866_880_378_85e-2;
+    let q = q * w + 1.927_779_269_67e-1;
+    let q = q * w + 2.439_390_843_12e-1;
+    let q = q * w + 2.823_739_946_4e-1;
+    let q = q * w + 2.820_833_826_61e-1;
+    (exp_neg_hilo(hi, lo), w * q)
 }
 
 /// Error function.
@@ -259,9 +262,13 @@ pub fn erf(x: f32) -> f32 {
     let t = x.abs();
     let t = if t > 4.0 { 4.0 } else { t }; // erf(4) rounds to 1
     let th = head12(t);
-    let (e, ex, r) = erf_parts(t, th * th, (t - th) * (t + th));
-    let e = if t < ERF_SPLIT { e } else { 1.0 - ex * r };
-    with_sign_of(e, x)
+    let (e, r) = erfc_parts(t, th * th, (t - th) * (t + th));
+    let y = if t < ERF_SPLIT {
+        erf_small(t)
+    } else {
+        1.0 - e * r
+    };
+    with_sign_of(y, x)
 }
 
 /// Logistic sigmoid `1/(1 + e^-x)`, computed as `1/(1 + e)` (x >= 0) or `e/(1 + e)` (x < 0)
@@ -313,16 +320,14 @@ pub fn gelu(x: f32) -> f32 {
     let ah = head12(a);
     let hi = (ah * ah) * 0.5;
     let lo = ((a - ah) * (a + ah)) * 0.5;
-    let t = a * std::f32::consts::FRAC_1_SQRT_2;
-    let (e, ex, r) = erf_parts(t, hi, lo);
-    let pos = 0.5 * (1.0 + if t < ERF_SPLIT { e } else { 1.0 - ex * r });
-    // For x < 0, x·(0.5·r) first: a subnormal result is rounded once, at the last product.
-    let neg = if t < ERFC_SPLIT {
-        x * (0.5 * (1.0 - e))
+    let (e, r) = erfc_parts(a * std::f32::consts::FRAC_1_SQRT_2, hi, lo);
+    // Φ(x) = 1 - erfc/2 (x >= 0, no cancellation: erfc/2 <= 1/2) or erfc/2 (x < 0), where
+    // x·(r/2) goes first so that a subnormal result is rounded once, at the last product.
+    let y = if x < 0.0 {
+        (x * (0.5 * r)) * e
     } else {
-        (x * (0.5 * r)) * ex
+        x * (1.0 - (0.5 * r) * e)
     };
-    let y = if x < 0.0 { neg } else { x * pos };
     if x < -13.2 {
         -0.0
     } else {
@@ -481,8 +486,8 @@ fn exp2_f64(t: f64) -> f64 {
     let t = if t > 200.0 { 200.0 } else { t };
     let sum = t + MAGIC64;
     let n = (sum.to_bits() as i64).wrapping_sub(MAGIC64.to_bits() as i64);
-    let f = (t - (sum - MAGIC64)) * std::f64::consts::LN_2; // |f| <= ln2/2
-                                                            // e^f, Taylor to f^12 (truncation < 1e-15 for |f| <= 0.347).
+    // |f| <= ln2/2; e^f by its Taylor series to f^12 (truncation < 1e-15).
+    let f = (t - (sum - MAGIC64)) * std::f64::consts::LN_2;
     let p = 1.0 / 479_001_600.0;
     let p = p * f + 1.0 / 39_916_800.0;
     let p = p * f + 1.0 / 3_628_800.0;

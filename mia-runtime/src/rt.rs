@@ -163,12 +163,17 @@ pub fn dim_op(
         '+' => a.checked_add(b),
         '-' => a.checked_sub(b),
         '*' => a.checked_mul(b),
-        '/' => a.checked_div(b),
+        // `/` in a shape is exact: `{D / H}` with D = 7, H = 2 is an error, not 3.
+        '/' => a
+            .checked_rem(b)
+            .filter(|&r| r == 0)
+            .and_then(|_| a.checked_div(b)),
         '%' => a.checked_rem(b),
         _ => None,
     };
     result.ok_or_else(|| {
         let reason = match op {
+            '/' if b != 0 => format!("{a} is not divisible by {b}"),
             '/' | '%' => format!("division by zero in {a} {op} {b}"),
             '-' => format!("{a} - {b} is negative"),
             '+' | '*' => format!("{a} {op} {b} overflows"),
@@ -323,9 +328,16 @@ pub fn cpu<T: Element>(t: &Tensor<T>) -> Result<&[T]> {
 /// A host output buffer of `len` elements. Its contents are unspecified until written (debug
 /// builds fill it with a poison value so unwritten elements show up in tests).
 ///
-/// Release builds hand out zeroed memory instead: a poison fill is a whole extra pass over the
-/// output, which would cost elementwise kernels a third of their bandwidth.
+/// Release builds hand out a buffer of a dropped tensor of the same length when one is cached
+/// (stale contents), else zeroed memory: a poison fill is a whole extra pass over the output,
+/// which would cost elementwise kernels a third of their bandwidth.
 pub fn cpu_alloc<T: Element>(len: usize) -> Vec<T> {
+    if let Some(mut v) = crate::pool::take::<T>(len) {
+        if cfg!(debug_assertions) {
+            v.fill(T::POISON);
+        }
+        return v;
+    }
     if cfg!(debug_assertions) {
         vec![T::POISON; len]
     } else {
@@ -388,9 +400,12 @@ pub fn has_avx2_fma() -> bool {
     }
 }
 
+/// `MIA_CPU_BASELINE=1` forces the baseline (SSE2) code, to measure what AVX2 buys.
 #[cfg(target_arch = "x86_64")]
 fn detect_avx2_fma() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    std::env::var_os("MIA_CPU_BASELINE").is_none()
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -431,7 +446,10 @@ mod gpu_abi {
     }
 
     fn no_gpu() -> Error {
-        Error::NoGpu { reason: "mia-runtime was built without its `gpu` feature".into(), backends: "none".into() }
+        Error::NoGpu {
+            reason: "mia-runtime was built without its `gpu` feature".into(),
+            backends: "none".into(),
+        }
     }
 
     impl GpuBuffer {
@@ -475,5 +493,8 @@ pub use gpu_abi::*;
 
 /// A size as a GPU parameter (shaders index with u32); an error past `u32::MAX`.
 pub fn gpu_u32(kernel: &'static str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::GpuIndex { kernel, value: v as u64 })
+    u32::try_from(v).map_err(|_| Error::GpuIndex {
+        kernel,
+        value: v as u64,
+    })
 }

@@ -9,6 +9,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 #[cfg(feature = "gpu")]
 use crate::gpu::GpuBuffer;
+use crate::pool::HostBuf;
 
 /// The element type of a tensor, at run time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -150,7 +151,7 @@ pub(crate) fn shape_len(shape: &[usize]) -> Result<usize> {
 }
 
 pub(crate) enum Storage<T: Element> {
-    Cpu(Arc<Vec<T>>),
+    Cpu(Arc<HostBuf<T>>),
     #[cfg(feature = "gpu")]
     Gpu(GpuBuffer),
 }
@@ -277,7 +278,7 @@ impl<T: Element> Tensor<T> {
     /// for it: it is the synchronization point.
     pub fn to_vec(&self) -> Result<Vec<T>> {
         match &self.storage {
-            Storage::Cpu(v) => Ok(v.as_ref().clone()),
+            Storage::Cpu(v) => Ok(v.to_vec()),
             #[cfg(feature = "gpu")]
             Storage::Gpu(b) => b.download::<T>(),
         }
@@ -339,7 +340,7 @@ impl<T: Element> Tensor<T> {
         Tensor {
             shape,
             device: Device::cpu(),
-            storage: Storage::Cpu(Arc::new(data)),
+            storage: Storage::Cpu(Arc::new(HostBuf(data))),
         }
     }
 

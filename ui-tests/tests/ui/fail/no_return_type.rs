@@ -1,0 +1,8 @@
+use mia_runtime::prelude::*;
+
+#[kernel]
+fn double(x: Tensor<f32, N>) {
+    x * 2.0
+}
+
+fn main() {}

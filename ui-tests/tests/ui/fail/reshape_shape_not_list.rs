@@ -1,0 +1,8 @@
+use mia_runtime::prelude::*;
+
+#[kernel]
+fn flatten(x: Tensor<f32, N, D>) -> Tensor<f32, { N * D }> {
+    reshape(x, N * D)
+}
+
+fn main() {}
