@@ -3,7 +3,8 @@
 //! special functions, and the comparison used everywhere:
 //! - the relative norm ‖got − ref‖ / ‖ref‖ (float64) must be ≤ `tol`;
 //! - every element whose reference is finite (in f32) must be finite: unwritten CPU elements are
-//!   NaN (the runtime poisons outputs); GPU outputs start at 0, which the norm catches;
+//!   NaN (debug builds, tests included, poison CPU outputs); GPU outputs start at 0, which the
+//!   norm catches;
 //! - every element whose reference overflows f32 must be that same infinity;
 //! - every element must be within `ELEM × tol × max(|ref|, rms(ref))` (a single bad element
 //!   cannot hide in a long vector).
