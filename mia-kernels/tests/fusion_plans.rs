@@ -323,7 +323,6 @@ fn fusion_off_rows() {
 }
 
 #[test]
-#[ignore = "BUG: with fusion = false, transpose(y) and transpose(transpose(y)) of y = x.sum(-1) + x are computed before y is written: NaN on CPU, 0 on GPU"]
 fn fusion_off_layouts() {
     let _serial = serial();
     let mut rng = rng(26);

@@ -309,7 +309,6 @@ fn special_values() {
 
 /// tanh(x) ≈ x near 0: the result must keep its relative accuracy (the CPU's does, 2.4e-7).
 #[test]
-#[ignore = "BUG: GPU tanh loses relative accuracy near 0 (tanh(1e-6) = 1.0133e-6, 1.3% off; 1e-4 off at 1e-5)"]
 fn tanh_near_zero_is_relatively_accurate() {
     let _serial = serial();
     let x: Vec<f32> = (0..60)
@@ -331,7 +330,6 @@ fn tanh_near_zero_is_relatively_accurate() {
 /// Left tails: gelu(x) = x·Φ(x) and gelu_tanh are tiny but nonzero for x ≪ 0, and the
 /// CPU keeps their relative accuracy (`math::gelu` avoids `1 + erf` cancelling).
 #[test]
-#[ignore = "BUG: GPU gelu / gelu_tanh lose all relative accuracy in the left tail (1 + erf / 1 + tanh cancel): gelu(-5) 4% off, gelu(-6) = -0 (want -5.9e-9), gelu_tanh(-5) = -0 (want -2.3e-7)"]
 fn gelu_left_tail_is_relatively_accurate() {
     let _serial = serial();
     let x: Vec<f32> = vec![-3.0, -4.0, -5.0, -6.0, -8.0, -10.0, -12.0];
@@ -516,7 +514,6 @@ fn binary_ops_match_f64() {
 /// `pow` of a negative base with an integer exponent is defined (IEEE 754 pow, and
 /// mia_runtime::math::pow on the CPU): (-2)^3 = -8.
 #[test]
-#[ignore = "BUG: pow(x, y) with x < 0 and integer y is NaN on the GPU (WGSL pow is exp2(y*log2(x))), CPU gives ±|x|^y"]
 fn pow_negative_base_integer_exponent() {
     let _serial = serial();
     let a = [-2.0f32, -3.0, -0.5, -1.0, 2.0];
@@ -1420,7 +1417,6 @@ fn shape_errors_are_results() {
 
 /// Kernels and read-backs from several threads at once (tests run on parallel threads).
 #[test]
-#[ignore = "BUG: concurrent GPU read-backs from several threads intermittently fail with ReadBack \"the GPU never finished mapping the buffer\" (runtime download(): a poll on another thread runs the map callback late)"]
 fn concurrent_readbacks_from_threads_succeed() {
     let Some(dev) = mia_runtime::testing::gpu() else {
         return;

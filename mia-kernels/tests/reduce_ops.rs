@@ -1091,7 +1091,6 @@ fn flat_two_axes(x: Tensor<f32, N, D>) -> Tensor<f32, { N * D }> {
 /// The transpose of a computed [N, N] value: the value goes to a buffer and the output reads
 /// it transposed, so the two must be separate passes (another element's value is read).
 #[test]
-#[ignore = "BUG: transpose(x * 2.0, 0, 1) with x: Tensor<f32, N, N> returns 2x untransposed on CPU and GPU (temp and output share a pass, so lower falls back to recomputing the operand at the output index); same for (exp(x), transpose(exp(x)))"]
 fn transpose_of_a_computed_square_matrix() {
     let _serial = serial();
     let mut rng = rng(24);
@@ -1124,7 +1123,6 @@ fn transpose_of_a_computed_square_matrix() {
 
 /// A layout op over a value that needs two passes: the view must be read after both.
 #[test]
-#[ignore = "BUG: transpose/reshape of a two-pass value (x - x.mean(-1) - x.mean(0)) runs its pass before the pass that writes the value: all NaN on CPU, all 0 on GPU (fuse: cone() stops at layout ops, so the level ignores the buffer the view reads)"]
 fn layout_of_a_multi_pass_value() {
     let _serial = serial();
     let mut rng = rng(25);

@@ -443,6 +443,15 @@ impl Emitter<'_> {
                 InstOp::Phase(p) => format!("ph{p}"),
                 InstOp::AxisLen => "axis_len".to_string(),
                 InstOp::Unary(op, x) => self.unary(*op, dt, &a(*x)),
+                InstOp::Binary(BinOp::Pow, x, y) => {
+                    self.helpers.insert("mia_pow");
+                    format!(
+                        "mia_pow{}({}, {})",
+                        if self.vec { "4" } else { "" },
+                        a(*x),
+                        a(*y)
+                    )
+                }
                 InstOp::Binary(op, x, y) => binary(*op, self.ir.insts[*x].dtype, &a(*x), &a(*y)),
                 InstOp::Select(c, x, y) => format!("select({}, {}, {})", a(*y), a(*x), a(*c)),
                 InstOp::Cast(x) => format!("{}({})", self.ty(dt), a(*x)),
@@ -457,8 +466,8 @@ impl Emitter<'_> {
         let zero = self.splat(dt, if float { "0.0".into() } else { "0i".into() });
         let mut call = |name: &'static str| {
             self.helpers.insert(name);
-            if name == "mia_gelu" {
-                self.helpers.insert("mia_erf");
+            if name == "mia_gelu" || name == "mia_erf" {
+                self.helpers.insert("mia_erfc");
             }
             format!("{name}{suffix}({a})")
         };
@@ -477,11 +486,7 @@ impl Emitter<'_> {
             UnOp::Tanh => call("mia_tanh"),
             UnOp::Sigmoid => call("mia_sigmoid"),
             UnOp::Gelu => call("mia_gelu"),
-            UnOp::GeluTanh => {
-                let r = call("mia_gelu_tanh");
-                self.helpers.insert("mia_tanh");
-                r
-            }
+            UnOp::GeluTanh => call("mia_gelu_tanh"),
             UnOp::Silu => call("mia_silu"),
         }
     }
@@ -491,18 +496,30 @@ impl Emitter<'_> {
 /// whose helpers take the suffix `4`); constants are wrapped as `T(c)` so they splat.
 fn helper(name: &str, vec: bool) -> String {
     let src = match name {
-        // tanh saturates to ±1 well before 15; clamping keeps exp-based implementations
-        // from computing inf/inf.
-        "mia_tanh" => "fn mia_tanh#(x: T) -> T { return tanh(clamp(x, T(-15.0), T(15.0))); }\n",
+        // tanh: an odd series near 0 (driver tanh loses relative accuracy there), the builtin
+        // beyond, clamped where it saturates so exp-based implementations never see inf/inf.
+        "mia_tanh" => {
+            "fn mia_tanh#(x: T) -> T {\n    let x2 = x * x;\n    let small = x * (T(1.0) + x2 * (T(-0.33333333) + x2 * (T(0.13333333) + x2 * T(-0.053968254))));\n    return select(tanh(clamp(x, T(-15.0), T(15.0))), small, abs(x) < T(0.125));\n}\n"
+        }
         "mia_sigmoid" => "fn mia_sigmoid#(x: T) -> T { return T(1.0) / (T(1.0) + exp(-x)); }\n",
         "mia_silu" => "fn mia_silu#(x: T) -> T { return x / (T(1.0) + exp(-x)); }\n",
-        // erf: Taylor series near 0 (relative accuracy), Abramowitz & Stegun 7.1.26 beyond.
-        "mia_erf" => {
-            "fn mia_erf#(x: T) -> T {\n    let a = abs(x);\n    let x2 = x * x;\n    let small = x * (T(1.1283791671) + x2 * (T(-0.3761263890) + x2 * (T(0.1128379167) + x2 * (T(-0.0268661706) + x2 * (T(0.0052239776) + x2 * T(-0.0008548327))))));\n    let t = T(1.0) / (T(1.0) + T(0.3275911) * a);\n    let y = T(1.0) - (((((T(1.061405429) * t - T(1.453152027)) * t) + T(1.421413741)) * t - T(0.284496736)) * t + T(0.254829592)) * t * exp(-a * a);\n    return select(sign(x) * y, small, a < T(0.5));\n}\n"
+        // erfc with relative error < 1.2e-7 everywhere (Numerical Recipes' Chebyshev fit), so
+        // GELU's left tail, 0.5·x·erfc(-x/√2), keeps its relative accuracy.
+        "mia_erfc" => {
+            "fn mia_erfc#(x: T) -> T {\n    let z = abs(x);\n    let t = T(1.0) / (T(1.0) + T(0.5) * z);\n    let r = t * exp(-z * z - T(1.26551223) + t * (T(1.00002368) + t * (T(0.37409196) + t * (T(0.09678418) + t * (T(-0.18628806) + t * (T(0.27886807) + t * (T(-1.13520398) + t * (T(1.48851587) + t * (T(-0.82215223) + t * T(0.17087277))))))))));\n    return select(T(2.0) - r, r, x >= T(0.0));\n}\n"
         }
-        "mia_gelu" => "fn mia_gelu#(x: T) -> T { return T(0.5) * x * (T(1.0) + mia_erf#(x * T(0.70710678118))); }\n",
+        // erf: Taylor series near 0 (relative accuracy), 1 - erfc beyond.
+        "mia_erf" => {
+            "fn mia_erf#(x: T) -> T {\n    let x2 = x * x;\n    let small = x * (T(1.1283791671) + x2 * (T(-0.3761263890) + x2 * (T(0.1128379167) + x2 * (T(-0.0268661706) + x2 * (T(0.0052239776) + x2 * T(-0.0008548327))))));\n    return select(T(1.0) - mia_erfc#(x), small, abs(x) < T(0.5));\n}\n"
+        }
+        "mia_gelu" => "fn mia_gelu#(x: T) -> T { return T(0.5) * x * mia_erfc#(x * T(-0.70710678118)); }\n",
+        // 0.5·(1 + tanh(u)) = sigmoid(2u): no cancellation in the left tail.
         "mia_gelu_tanh" => {
-            "fn mia_gelu_tanh#(x: T) -> T { return T(0.5) * x * (T(1.0) + mia_tanh#(T(0.79788456080) * (x + T(0.044715) * x * x * x))); }\n"
+            "fn mia_gelu_tanh#(x: T) -> T { return x / (T(1.0) + exp(T(-1.5957691216) * (x + T(0.044715) * x * x * x))); }\n"
+        }
+        // pow for a negative base with an integer exponent (WGSL's pow is exp2(y·log2(x))).
+        "mia_pow" => {
+            "fn mia_pow#(x: T, y: T) -> T {\n    let r = pow(abs(x), y);\n    let odd = abs(y - T(2.0) * floor(y * T(0.5))) == T(1.0);\n    let neg = select(select(T(bitcast<f32>(0x7fc00000u)), r, y == floor(y)), -r, odd);\n    return select(r, neg, x < T(0.0));\n}\n"
         }
         _ => "",
     };

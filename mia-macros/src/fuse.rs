@@ -73,7 +73,8 @@ fn red_key(g: &Graph, n: NodeId) -> Option<(Vec<Dim>, usize)> {
     }
 }
 
-/// Nodes computed inside the pass that stores `root`: its cone up to buffers and views.
+/// Nodes computed inside the pass that stores `root`: its cone up to buffers, with the
+/// buffers it reads (views included, so a view of a temp orders its pass after the temp's).
 fn cone(g: &Graph, root: NodeId, temps: &BTreeSet<NodeId>) -> Vec<NodeId> {
     let mut seen = BTreeSet::new();
     let mut stack = vec![root];
@@ -84,9 +85,8 @@ fn cone(g: &Graph, root: NodeId, temps: &BTreeSet<NodeId>) -> Vec<NodeId> {
         if n != root && temps.contains(&n) {
             continue;
         }
-        match g.node(n).op {
-            Op::Transpose(..) | Op::Reshape(_) | Op::Input(_) => {}
-            _ => stack.extend(g.node(n).operands()),
+        if !matches!(g.node(n).op, Op::Input(_)) {
+            stack.extend(g.node(n).operands());
         }
     }
     seen.into_iter().collect()

@@ -617,13 +617,15 @@ impl GpuBuffer {
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
-        // The wait covers the copy's submission, and mapping callbacks run inside it; a second
-        // wait only guards against a callback that wgpu defers to the next poll.
+        // The wait covers the copy's submission, and mapping callbacks run inside a poll, but
+        // possibly inside another thread's poll: keep waiting on the channel, polling again
+        // now and then, until the callback arrives (or a minute has passed).
         let mut mapped = None;
-        for _ in 0..2 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
             ctx.wait("waiting for a read-back")?;
             ctx.check_lost()?;
-            if let Ok(r) = rx.try_recv() {
+            if let Ok(r) = rx.recv_timeout(std::time::Duration::from_millis(5)) {
                 mapped = Some(r);
                 break;
             }

@@ -175,7 +175,9 @@ fn device_names() {
     assert!(Device::from_name("cpu").unwrap().is_cpu());
     assert!(Device::from_name(" CPU ").unwrap().is_cpu());
     let auto = Device::from_name("auto").unwrap();
-    assert_eq!(auto.is_gpu(), Device::gpu().is_ok());
+    // `auto` takes a hardware GPU, never a software one such as lavapipe.
+    let hardware_gpu = Device::gpu().is_ok_and(|g| !g.is_software());
+    assert_eq!(auto.is_gpu(), hardware_gpu);
     if std::env::var_os("MIA_DEVICE").is_none() {
         assert_eq!(Device::auto(), auto);
         assert_eq!(Device::from_env().unwrap(), auto);
@@ -578,16 +580,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
 
     #[test]
-    fn gpu_buffer_over_the_binding_limit_is_an_error() {
+    fn gpu_buffer_over_the_buffer_limit_is_an_error() {
         let Some(gpu) = testing::gpu() else { return };
         let limits = gpu.limits();
-        // The check happens before anything is allocated.
-        let len = (limits.max_storage_binding_bytes / 4 + 1) as usize;
+        // The check happens before anything is allocated. (Buffers past one *binding* are
+        // fine: kernels bind windows of them; see large_tensors.rs in mia-kernels.)
+        let len = (limits.max_buffer_bytes / 4 + 1) as usize;
         let e = rt::GpuBuffer::alloc::<f32>(&gpu, len).unwrap_err();
         let msg = e.to_string();
         assert!(matches!(e, Error::TooLarge { .. }), "{e:?}");
         assert!(msg.contains(&(len as u64 * 4).to_string()), "{msg}");
-        assert!(msg.contains("max_storage_buffer_binding_size") || msg.contains("max_buffer_size"));
+        assert!(msg.contains("max_buffer_size"), "{msg}");
         let e = rt::GpuBuffer::alloc::<u32>(&gpu, usize::MAX).unwrap_err();
         assert!(matches!(e, Error::TooLarge { .. }), "{e:?}");
         // The length check of from_vec also comes before any allocation.
