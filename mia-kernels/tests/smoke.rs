@@ -66,3 +66,28 @@ fn smoke() {
         eprintln!("{dev:?} ok; {}", mia_kernels::softmax::plan());
     }
 }
+
+#[kernel]
+fn plus_one(x: Tensor<f32, N>) -> Tensor<f32, N> {
+    x + 1.0
+}
+
+/// Output buffers of dropped tensors are reused while passes that read them may still be
+/// queued (GPU) or just finished (CPU): results must not change.
+#[test]
+fn reused_output_buffers_keep_results_right() {
+    for dev in testing::devices() {
+        let n = 300_000; // over the CPU pool's 1 MiB floor
+        let x = Tensor::from_vec(&dev, [n], vec![0.0f32; n]).unwrap();
+        let mut y = plus_one(&x).unwrap();
+        for _ in 0..20 {
+            let a = plus_one(&y).unwrap(); // reads y
+            drop(y); // y's buffer is free while the pass reading it may be queued
+            let b = plus_one(&a).unwrap(); // may be written into y's old buffer
+            y = b;
+            drop(a);
+        }
+        let v = y.to_vec().unwrap();
+        assert!(v.iter().all(|&e| e == 41.0), "{dev:?}: {:?}", &v[..4]);
+    }
+}

@@ -469,6 +469,9 @@ impl Emitter<'_> {
             if name == "mia_gelu" || name == "mia_erf" {
                 self.helpers.insert("mia_erfc");
             }
+            if name == "mia_sin" || name == "mia_cos" {
+                self.helpers.insert("mia_reduce");
+            }
             format!("{name}{suffix}({a})")
         };
         match op {
@@ -481,8 +484,8 @@ impl Emitter<'_> {
             UnOp::Ln => format!("log({a})"),
             UnOp::Sqrt => format!("sqrt({a})"),
             UnOp::Rsqrt => format!("inverseSqrt({a})"),
-            UnOp::Sin => format!("sin({a})"),
-            UnOp::Cos => format!("cos({a})"),
+            UnOp::Sin => call("mia_sin"),
+            UnOp::Cos => call("mia_cos"),
             UnOp::Tanh => call("mia_tanh"),
             UnOp::Sigmoid => call("mia_sigmoid"),
             UnOp::Gelu => call("mia_gelu"),
@@ -502,6 +505,13 @@ fn helper(name: &str, vec: bool) -> String {
             "fn mia_tanh#(x: T) -> T {\n    let x2 = x * x;\n    let small = x * (T(1.0) + x2 * (T(-0.33333333) + x2 * (T(0.13333333) + x2 * T(-0.053968254))));\n    return select(tanh(clamp(x, T(-15.0), T(15.0))), small, abs(x) < T(0.125));\n}\n"
         }
         "mia_sigmoid" => "fn mia_sigmoid#(x: T) -> T { return T(1.0) / (T(1.0) + exp(-x)); }\n",
+        // x - k·2π in three parts (k·C1 and k·C2 exact for |k| < 2^11, |x| up to ~1e4), so
+        // drivers' sin/cos, accurate on [-π, π] only, stay accurate for large arguments.
+        "mia_reduce" => {
+            "fn mia_reduce#(x: T) -> T {\n    let k = round(x * T(0.15915494));\n    return ((x - k * T(6.28125)) - k * T(0.0019350052)) - k * T(3.0199160e-7);\n}\n"
+        }
+        "mia_sin" => "fn mia_sin#(x: T) -> T { return sin(mia_reduce#(x)); }\n",
+        "mia_cos" => "fn mia_cos#(x: T) -> T { return cos(mia_reduce#(x)); }\n",
         "mia_silu" => "fn mia_silu#(x: T) -> T { return x / (T(1.0) + exp(-x)); }\n",
         // erfc with relative error < 1.2e-7 everywhere (Numerical Recipes' Chebyshev fit), so
         // GELU's left tail, 0.5·x·erfc(-x/√2), keeps its relative accuracy.

@@ -74,6 +74,8 @@ pub(crate) struct GpuContext {
     /// Passes recorded but not yet submitted, in dispatch order. The lock is held across
     /// `queue.submit` so that submissions from several threads keep that order.
     pending: Mutex<Pending>,
+    /// Buffers of dropped kernel outputs, for reuse (see `Pooled`).
+    free: Mutex<Vec<wgpu::Buffer>>,
     lost: Arc<OnceLock<String>>,
 }
 
@@ -190,6 +192,7 @@ impl GpuContext {
             layouts: Mutex::default(),
             pipelines: Mutex::default(),
             pending: Mutex::default(),
+            free: Mutex::default(),
             lost,
         })
     }
@@ -403,7 +406,7 @@ impl GpuContext {
         // A read-write binding must be the only binding of its buffer in the pass (WebGPU's
         // usage rule); wgpu would only report it when the whole batch is submitted.
         for (i, w) in pass.buffers.iter().enumerate().skip(pass.reads) {
-            let same = |j: &usize| *j != i && pass.buffers[*j].buffer == w.buffer;
+            let same = |j: &usize| *j != i && pass.buffers[*j].buffer.buffer == w.buffer.buffer;
             if let Some(j) = (0..pass.buffers.len()).find(same) {
                 return Err(Error::Internal(format!(
                     "pass `{label}` binds one buffer as binding {} (read-write) and as binding \
@@ -504,17 +507,75 @@ impl GpuContext {
 /// empty buffer) and remember their logical length.
 #[derive(Clone)]
 pub struct GpuBuffer {
-    buffer: wgpu::Buffer,
+    buffer: Arc<Pooled>,
     len: usize,
     dtype: DType,
     ctx: Arc<GpuContext>,
 }
 
+/// A wgpu buffer that returns to its context's pool when the last tensor using it drops.
+///
+/// Reuse is safe without waiting for the GPU: every pass is recorded into one queue after the
+/// passes that read the buffer before, so the GPU runs them in that order. Only kernel outputs
+/// come from the pool; uploads get fresh buffers, because `queue.write_buffer` runs before the
+/// batch it is submitted with and could overwrite data a queued pass still reads.
+struct Pooled {
+    buffer: wgpu::Buffer,
+    ctx: Arc<GpuContext>,
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.ctx.give(self.buffer.clone());
+    }
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = wgpu::Buffer;
+    fn deref(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+}
+
+/// Bytes of free buffers a context keeps for reuse.
+const POOL_BYTES: u64 = 4 << 30;
+
+impl GpuContext {
+    /// Keeps a dropped buffer for reuse, within [`POOL_BYTES`] (oldest dropped first).
+    fn give(&self, buffer: wgpu::Buffer) {
+        let Ok(mut free) = self.free.lock() else {
+            return;
+        };
+        free.push(buffer);
+        let mut total: u64 = free.iter().map(|b| b.size()).sum();
+        while total > POOL_BYTES && !free.is_empty() {
+            total -= free.remove(0).size();
+        }
+    }
+
+    /// A free buffer of exactly `bytes`, if one was dropped.
+    fn take(&self, bytes: u64) -> Option<wgpu::Buffer> {
+        let mut free = self.free.lock().ok()?;
+        let i = free.iter().rposition(|b| b.size() == bytes)?;
+        Some(free.swap_remove(i))
+    }
+}
+
 impl GpuBuffer {
-    /// A buffer for `len` elements of `T` on `dev`. Its contents are zero until written (wgpu
-    /// zero-initializes; unlike [`crate::rt::cpu_alloc`] it is not poisoned). Errors, before
-    /// allocating anything, if the size is over the device's buffer or binding limits.
+    /// A buffer for `len` elements of `T` on `dev`, for a kernel to write: a dropped buffer of
+    /// the same size when there is one (stale contents), else a new one (zeros; unlike
+    /// [`crate::rt::cpu_alloc`] it is not poisoned). Errors, before allocating anything, if the
+    /// size is over the device's buffer limit.
     pub fn alloc<T: Element>(dev: &Device, len: usize) -> Result<GpuBuffer> {
+        Self::new::<T>(dev, len, true)
+    }
+
+    /// A new buffer that no queued pass can be using, for uploads.
+    pub(crate) fn alloc_fresh<T: Element>(dev: &Device, len: usize) -> Result<GpuBuffer> {
+        Self::new::<T>(dev, len, false)
+    }
+
+    fn new<T: Element>(dev: &Device, len: usize, reuse: bool) -> Result<GpuBuffer> {
         let Some(ctx) = dev.gpu_context() else {
             return Err(Error::Internal(
                 "GpuBuffer::alloc called with the CPU device".into(),
@@ -534,21 +595,28 @@ impl GpuBuffer {
                 });
             }
         }
-        let buffer = ctx.scoped(
-            || format!("allocating {}", what()),
-            || {
-                ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: None,
-                    size: bytes.max(4),
-                    usage: wgpu::BufferUsages::STORAGE
-                        | wgpu::BufferUsages::COPY_SRC
-                        | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                })
-            },
-        )?;
+        let recycled = if reuse { ctx.take(bytes.max(4)) } else { None };
+        let buffer = match recycled {
+            Some(b) => b,
+            None => ctx.scoped(
+                || format!("allocating {}", what()),
+                || {
+                    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: None,
+                        size: bytes.max(4),
+                        usage: wgpu::BufferUsages::STORAGE
+                            | wgpu::BufferUsages::COPY_SRC
+                            | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    })
+                },
+            )?,
+        };
         Ok(GpuBuffer {
-            buffer,
+            buffer: Arc::new(Pooled {
+                buffer,
+                ctx: Arc::clone(ctx),
+            }),
             len,
             dtype: T::DTYPE,
             ctx: Arc::clone(ctx),

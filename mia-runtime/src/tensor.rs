@@ -358,7 +358,7 @@ impl<T: Element> Tensor<T> {
 
     #[cfg(feature = "gpu")]
     fn gpu_from_slice(device: &Device, shape: Vec<usize>, data: &[T]) -> Result<Self> {
-        let buf = GpuBuffer::alloc::<T>(device, data.len())?;
+        let buf = GpuBuffer::alloc_fresh::<T>(device, data.len())?;
         buf.upload(data)?;
         Ok(Self::from_buffer(shape, buf))
     }
