@@ -197,57 +197,30 @@ fn rows_body(ir: &PassIr) -> TokenStream {
         unravel(&outer)
     };
     let bases = bases(ir, &outer);
-    let all_targets: Vec<usize> = ir
-        .stores
-        .iter()
-        .map(|(_, v)| *v)
-        .chain(ir.phases.iter().map(|p| p.value))
-        .collect();
-    let uniform = emit_insts(
-        ir,
-        &ir.needed(&all_targets, |l| l == Level::Uniform),
-        &|_, _| quote!(),
-    );
-    let row_insts = ir.needed(&all_targets, |l| matches!(l, Level::Row(_)));
-    let row_stage = |s: usize| -> Vec<usize> {
-        row_insts
-            .iter()
-            .copied()
-            .filter(|&i| ir.insts[i].level == Level::Row(s))
-            .collect()
-    };
+    let sched = ir.row_schedule();
+    let uniform = emit_insts(ir, &sched.uniform, &|_, _| quote!());
     let row_load = |k: usize, _: &str| {
         let l = format_ident!("l{}", k);
         let b = base_ident(k);
         quote!(#l[#b])
     };
     let mut body = TokenStream::new();
-    body.extend(emit_insts(ir, &row_stage(0), &row_load));
-    for (p, ph) in ir.phases.iter().enumerate() {
-        let insts = ir.needed(&[ph.value], |l| matches!(l, Level::Elem(_)));
-        body.extend(segment(ir, ax, &insts, &Tail::Reduce(p)));
-        body.extend(emit_insts(ir, &row_stage(p + 1), &row_load));
+    body.extend(emit_insts(ir, &sched.row_stages[0], &row_load));
+    for (p, insts) in sched.phase_elems.iter().enumerate() {
+        body.extend(segment(ir, ax, insts, &Tail::Reduce(p)));
+        body.extend(emit_insts(ir, &sched.row_stages[p + 1], &row_load));
     }
-    let elem_stores: Vec<usize> = ir
-        .stores
-        .iter()
-        .filter(|(a, _)| a.strides[ax] != Stride::Zero)
-        .map(|(_, v)| *v)
-        .collect();
-    if !elem_stores.is_empty() {
-        let insts = ir.needed(&elem_stores, |l| matches!(l, Level::Elem(_)));
-        body.extend(segment(ir, ax, &insts, &Tail::Stores));
+    if !sched.elem_stores.is_empty() {
+        body.extend(segment(ir, ax, &sched.final_elems, &Tail::Stores));
     }
-    for (k, (acc, v)) in ir.stores.iter().enumerate() {
-        if acc.strides[ax] == Stride::Zero {
-            let o = format_ident!("o{}", k);
-            let b = base_ident(ir.loads.len() + k);
-            let val = value(ir, *v);
-            body.extend(quote! {
-                // SAFETY: each row writes its own element of the output.
-                unsafe { *#o.0.add(#b) = #val; }
-            });
-        }
+    for &k in &sched.row_stores {
+        let o = format_ident!("o{}", k);
+        let b = base_ident(ir.loads.len() + k);
+        let val = value(ir, ir.stores[k].1);
+        body.extend(quote! {
+            // SAFETY: each row writes its own element of the output.
+            unsafe { *#o.0.add(#b) = #val; }
+        });
     }
     quote! {
         let n = d[#ax];

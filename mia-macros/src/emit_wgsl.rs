@@ -12,7 +12,7 @@
 
 use crate::ast::DType;
 use crate::graph::{BinOp, Const, RedOp, UnOp};
-use crate::lower::{InstOp, Level, PassIr, Stride};
+use crate::lower::{InstOp, PassIr, Stride};
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
@@ -308,30 +308,16 @@ impl Emitter<'_> {
             self.unravel("P[2] + wid", &outer, &mut s);
         }
         self.bases(&outer, &mut s);
-        let all_targets: Vec<usize> = ir
-            .stores
-            .iter()
-            .map(|(_, v)| *v)
-            .chain(ir.phases.iter().map(|p| p.value))
-            .collect();
-        let uniform = ir.needed(&all_targets, |l| l == Level::Uniform);
-        self.insts(&uniform, None, &mut s);
-        let row_insts = ir.needed(&all_targets, |l| matches!(l, Level::Row(_)));
-        let stage = |st: usize| -> Vec<usize> {
-            row_insts
-                .iter()
-                .copied()
-                .filter(|&i| ir.insts[i].level == Level::Row(st))
-                .collect()
-        };
-        self.insts(&stage(0), None, &mut s);
+        let sched = ir.row_schedule();
+        self.insts(&sched.uniform, None, &mut s);
+        self.insts(&sched.row_stages[0], None, &mut s);
         for (p, ph) in ir.phases.iter().enumerate() {
             let t = wgsl_type(ph.dtype);
             self.shared.insert(t);
-            let insts = ir.needed(&[ph.value], |l| matches!(l, Level::Elem(_)));
+            let insts = &sched.phase_elems[p];
             let _ = writeln!(s, "    var acc{p}: {t} = {};", red_init(ph.op, ph.dtype));
             let _ = writeln!(s, "    for (var j = lid; j < n; j = j + {WORKGROUP}u) {{");
-            self.insts(&insts, Some(ax), &mut s);
+            self.insts(insts, Some(ax), &mut s);
             let _ = writeln!(
                 s,
                 "    acc{p} = {};",
@@ -344,29 +330,21 @@ impl Emitter<'_> {
                 WORKGROUP / 2,
                 combine(ph.op, &format!("red_{t}[lid]"), &format!("red_{t}[lid + h]"))
             );
-            self.insts(&stage(p + 1), None, &mut s);
+            self.insts(&sched.row_stages[p + 1], None, &mut s);
         }
-        let elem_stores: Vec<usize> = (0..ir.stores.len())
-            .filter(|&k| ir.stores[k].0.strides[ax] != Stride::Zero)
-            .collect();
-        if !elem_stores.is_empty() {
-            let targets: Vec<usize> = elem_stores.iter().map(|&k| ir.stores[k].1).collect();
-            let insts = ir.needed(&targets, |l| matches!(l, Level::Elem(_)));
+        if !sched.elem_stores.is_empty() {
             let _ = writeln!(s, "    for (var j = lid; j < n; j = j + {WORKGROUP}u) {{");
-            self.insts(&insts, Some(ax), &mut s);
-            for &k in &elem_stores {
+            self.insts(&sched.final_elems, Some(ax), &mut s);
+            for &k in &sched.elem_stores {
                 let a = ir.loads.len() + k;
                 let off = format!("b{a} + j * P[{}]", self.lay.stride(a, ax));
                 self.store(k, &off, ir.stores[k].1, &mut s);
             }
             let _ = writeln!(s, "    }}");
         }
-        let row_stores: Vec<usize> = (0..ir.stores.len())
-            .filter(|&k| ir.stores[k].0.strides[ax] == Stride::Zero)
-            .collect();
-        if !row_stores.is_empty() {
+        if !sched.row_stores.is_empty() {
             let _ = writeln!(s, "    if (lid == 0u) {{");
-            for k in row_stores {
+            for &k in &sched.row_stores {
                 self.store(
                     k,
                     &format!("b{}", ir.loads.len() + k),

@@ -117,6 +117,51 @@ impl PassIr {
     pub fn is_rows(&self) -> bool {
         self.axis.is_some()
     }
+
+    /// What a row pass computes when: both back ends emit exactly this order.
+    pub fn row_schedule(&self) -> RowSchedule {
+        let ax = self.axis.unwrap_or(0);
+        let targets: Vec<usize> = self
+            .stores
+            .iter()
+            .map(|(_, v)| *v)
+            .chain(self.phases.iter().map(|p| p.value))
+            .collect();
+        let rows = self.needed(&targets, |l| matches!(l, Level::Row(_)));
+        let elem = |t: &[usize]| self.needed(t, |l| matches!(l, Level::Elem(_)));
+        let (per_row, per_elem): (Vec<usize>, Vec<usize>) =
+            (0..self.stores.len()).partition(|&k| self.stores[k].0.strides[ax] == Stride::Zero);
+        let elem_values: Vec<usize> = per_elem.iter().map(|&k| self.stores[k].1).collect();
+        RowSchedule {
+            uniform: self.needed(&targets, |l| l == Level::Uniform),
+            row_stages: (0..=self.phases.len())
+                .map(|s| {
+                    rows.iter()
+                        .copied()
+                        .filter(|&i| self.insts[i].level == Level::Row(s))
+                        .collect()
+                })
+                .collect(),
+            phase_elems: self.phases.iter().map(|p| elem(&[p.value])).collect(),
+            final_elems: elem(&elem_values),
+            elem_stores: per_elem,
+            row_stores: per_row,
+        }
+    }
+}
+
+/// The order of work in a row pass, per row: `row_stages[0]`; then for each phase `p` a loop
+/// over the row computing `phase_elems[p]` and reducing, then `row_stages[p + 1]`; then a
+/// loop computing `final_elems` and writing `elem_stores`; then writing `row_stores`.
+pub struct RowSchedule {
+    /// Computed once per call.
+    pub uniform: Vec<usize>,
+    pub row_stages: Vec<Vec<usize>>,
+    pub phase_elems: Vec<Vec<usize>>,
+    pub final_elems: Vec<usize>,
+    /// Stores (indices into `stores`) written per element, and once per row.
+    pub elem_stores: Vec<usize>,
+    pub row_stores: Vec<usize>,
 }
 
 struct Lowerer<'a> {
