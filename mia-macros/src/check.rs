@@ -163,7 +163,6 @@ impl Checker<'_> {
                 continue;
             }
             self.g.outputs.push(id);
-            self.g.output_shapes.push(out.dims.clone());
         }
     }
 

@@ -216,7 +216,7 @@ fn rows_body(ir: &PassIr) -> TokenStream {
     for &k in &sched.row_stores {
         let o = format_ident!("o{}", k);
         let b = base_ident(ir.loads.len() + k);
-        let val = value(ir, ir.stores[k].1);
+        let val = value(ir.stores[k].1);
         body.extend(quote! {
             // SAFETY: each row writes its own element of the output.
             unsafe { *#o.0.add(#b) = #val; }
@@ -243,8 +243,7 @@ enum Tail {
     Reduce(usize),
 }
 
-fn value(ir: &PassIr, i: usize) -> TokenStream {
-    let _ = ir;
+fn value(i: usize) -> TokenStream {
     let v = format_ident!("v{}", i);
     quote!(#v)
 }
@@ -327,7 +326,7 @@ fn segment(ir: &PassIr, ax: usize, insts: &[usize], tail: &Tail) -> TokenStream 
             Tail::Stores => {
                 let mut out = TokenStream::new();
                 for &k in &stores {
-                    let v = value(ir, ir.stores[k].1);
+                    let v = value(ir.stores[k].1);
                     let o = format_ident!("o{}", k);
                     let b = base_ident(nl + k);
                     let a = nl + k;
@@ -354,7 +353,7 @@ fn segment(ir: &PassIr, ax: usize, insts: &[usize], tail: &Tail) -> TokenStream 
             }
             Tail::Reduce(p) => {
                 let ph = &ir.phases[*p];
-                let v = value(ir, ph.value);
+                let v = value(ph.value);
                 let acc = format_ident!("acc{}", p);
                 let comb = |a: TokenStream| combine(ph.op, ph.dtype, a, v.clone());
                 if lane {

@@ -286,8 +286,7 @@ impl Emitter<'_> {
         let targets: Vec<usize> = self.ir.stores.iter().map(|(_, v)| *v).collect();
         let insts = self.ir.needed(&targets, |_| true);
         self.insts(&insts, None, &mut s);
-        for (k, (acc, v)) in self.ir.stores.iter().enumerate() {
-            let _ = acc;
+        for (k, (_, v)) in self.ir.stores.iter().enumerate() {
             self.store(k, &format!("b{}", self.ir.loads.len() + k), *v, &mut s);
         }
         s
@@ -430,7 +429,7 @@ impl Emitter<'_> {
                         a(*y)
                     )
                 }
-                InstOp::Binary(op, x, y) => binary(*op, self.ir.insts[*x].dtype, &a(*x), &a(*y)),
+                InstOp::Binary(op, x, y) => binary(*op, &a(*x), &a(*y)),
                 InstOp::Select(c, x, y) => format!("select({}, {}, {})", a(*y), a(*x), a(*c)),
                 InstOp::Cast(x) => format!("{}({})", self.ty(dt), a(*x)),
             };
@@ -556,8 +555,7 @@ fn const_expr(c: Const) -> String {
     }
 }
 
-fn binary(op: BinOp, dt: DType, a: &str, b: &str) -> String {
-    let _ = dt;
+fn binary(op: BinOp, a: &str, b: &str) -> String {
     let sym = match op {
         BinOp::Add => "+",
         BinOp::Sub => "-",
@@ -569,7 +567,8 @@ fn binary(op: BinOp, dt: DType, a: &str, b: &str) -> String {
         BinOp::Ge => ">=",
         BinOp::Eq => "==",
         BinOp::Ne => "!=",
-        BinOp::Pow => return format!("pow({a}, {b})"),
+        // Emitted through the `mia_pow` helper, which handles negative bases.
+        BinOp::Pow => return format!("mia_pow({a}, {b})"),
         BinOp::Max => return format!("max({a}, {b})"),
         BinOp::Min => return format!("min({a}, {b})"),
     };

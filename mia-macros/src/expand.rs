@@ -542,8 +542,6 @@ impl Expander<'_> {
                 }
             });
         }
-        let tparams_len = tparams.len();
-        let _ = tparams_len;
         out.extend(self.outputs_expr(|b| {
             let v = format_ident!("__cb{}", b);
             let sh = format_ident!("__shape{}", b);

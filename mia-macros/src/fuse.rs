@@ -118,8 +118,7 @@ pub fn fuse(g: &Graph) -> Fused {
         let roots: Vec<(NodeId, Vec<Dim>)> = g
             .outputs
             .iter()
-            .copied()
-            .zip(g.output_shapes.iter().cloned())
+            .map(|&o| (o, g.node(o).shape.clone()))
             .chain(temps.iter().map(|&t| (t, g.node(t).shape.clone())))
             .collect();
         for (root, shape) in roots {
@@ -196,8 +195,8 @@ fn plan(g: &Graph, temps: &BTreeSet<NodeId>, merge: bool) -> Fused {
         .iter()
         .map(|&t| (t, BufKind::Temp, g.node(t).shape.clone()))
         .collect();
-    for (i, (&o, shape)) in g.outputs.iter().zip(&g.output_shapes).enumerate() {
-        sinks.push((o, BufKind::Output(i), shape.clone()));
+    for (i, &o) in g.outputs.iter().enumerate() {
+        sinks.push((o, BufKind::Output(i), g.node(o).shape.clone()));
     }
     for (node, kind, shape) in sinks {
         let c = cone(g, node, temps);

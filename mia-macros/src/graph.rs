@@ -131,8 +131,6 @@ impl Node {
 pub struct Graph {
     pub nodes: Vec<Node>,
     pub outputs: Vec<NodeId>,
-    /// The declared shape of each output (the body's value broadcasts to it).
-    pub output_shapes: Vec<Vec<Dim>>,
     dedup: HashMap<Node, NodeId>,
 }
 
