@@ -537,6 +537,16 @@ impl std::ops::Deref for Pooled {
     }
 }
 
+/// Fills a buffer with one 32-bit pattern: `P = [groups, len, bits]`.
+const POISON_FILL: &str = "@group(0) @binding(0) var<storage, read> P: array<u32>;
+@group(0) @binding(1) var<storage, read_write> B: array<u32>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.x + wg.y * nwg.x) * 256u + lid;
+    if (i < P[1]) { B[i] = P[2]; }
+}
+";
+
 /// Bytes of free buffers a context keeps for reuse.
 const POOL_BYTES: u64 = 4 << 30;
 
@@ -563,9 +573,9 @@ impl GpuContext {
 
 impl GpuBuffer {
     /// A buffer for `len` elements of `T` on `dev`, for a kernel to write: a dropped buffer of
-    /// the same size when there is one (stale contents), else a new one (zeros; unlike
-    /// [`crate::rt::cpu_alloc`] it is not poisoned). Errors, before allocating anything, if the
-    /// size is over the device's buffer limit.
+    /// the same size when there is one (stale contents), else a new one (zeros). Debug builds
+    /// fill it with [`Element::POISON`], as [`crate::rt::cpu_alloc`] does. Errors, before
+    /// allocating anything, if the size is over the device's buffer limit.
     pub fn alloc<T: Element>(dev: &Device, len: usize) -> Result<GpuBuffer> {
         Self::new::<T>(dev, len, true)
     }
@@ -612,7 +622,7 @@ impl GpuBuffer {
                 },
             )?,
         };
-        Ok(GpuBuffer {
+        let out = GpuBuffer {
             buffer: Arc::new(Pooled {
                 buffer,
                 ctx: Arc::clone(ctx),
@@ -620,7 +630,24 @@ impl GpuBuffer {
             len,
             dtype: T::DTYPE,
             ctx: Arc::clone(ctx),
-        })
+        };
+        // Debug builds (tests) poison kernel outputs, so an element a kernel forgot to write
+        // shows up. The fill is a queued pass, ordered like any other use of a reused buffer
+        // (buffers past one binding are left as they are).
+        let bindable = bytes <= ctx.limits.max_storage_buffer_binding_size;
+        if reuse && cfg!(debug_assertions) && len > 0 && bindable {
+            let groups = len.div_ceil(256) as u64;
+            dev.dispatch(&crate::rt::GpuPass {
+                wgsl: POISON_FILL,
+                label: "mia/poison",
+                buffers: &[&out],
+                ranges: &[],
+                reads: 0,
+                params: &[groups as u32, len as u32, T::POISON.to_bits()],
+                groups,
+            })?;
+        }
+        Ok(out)
     }
 
     /// Number of elements.
