@@ -10,54 +10,14 @@
 use mia_runtime::math;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::f64::consts::{FRAC_1_SQRT_2, FRAC_2_SQRT_PI, PI};
+use std::f64::consts::FRAC_2_SQRT_PI;
 
 /// Smallest positive subnormal `f32`, 2^-149.
 const SUB_ULP: f64 = 1.401_298_464_324_817e-45;
 
 // ---------------------------------------------------------------- f64 references
 
-/// erf in `f64`: the all-positive series `e^-x²·2/√π·Σ 2^n x^(2n+1)/(2n+1)!!` (no
-/// cancellation) below 3, the continued fraction for erfc above.
-fn erf64(x: f64) -> f64 {
-    let a = x.abs();
-    let r = if a < 3.0 {
-        erf_series(a)
-    } else {
-        1.0 - erfc_cf(a)
-    };
-    r.copysign(x)
-}
-
-fn erfc64(x: f64) -> f64 {
-    if x < 0.0 {
-        2.0 - erfc64(-x)
-    } else if x < 3.0 {
-        1.0 - erf_series(x)
-    } else {
-        erfc_cf(x)
-    }
-}
-
-fn erf_series(x: f64) -> f64 {
-    let x2 = x * x;
-    let (mut term, mut sum, mut n) = (x, x, 0.0);
-    while term > 1e-18 * sum {
-        n += 1.0;
-        term *= 2.0 * x2 / (2.0 * n + 1.0);
-        sum += term;
-    }
-    sum * (-x2).exp() * FRAC_2_SQRT_PI
-}
-
-/// erfc(x) = e^-x²/√π · 1/(x + (1/2)/(x + 1/(x + (3/2)/(x + …)))), for x >= 3.
-fn erfc_cf(x: f64) -> f64 {
-    let mut f = x;
-    for k in (1..=120).rev() {
-        f = x + (k as f64 * 0.5) / f;
-    }
-    (-x * x).exp() / (f * PI.sqrt())
-}
+use mia_runtime::testing::reference::{erf64, erfc64, gelu64, gelu_tanh64};
 
 fn sigmoid64(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
@@ -69,24 +29,6 @@ fn silu64(x: f64) -> f64 {
         -0.0
     } else {
         x * sigmoid64(x)
-    }
-}
-
-fn gelu64(x: f64) -> f64 {
-    if x == f64::NEG_INFINITY {
-        -0.0
-    } else {
-        0.5 * x * erfc64(-x * FRAC_1_SQRT_2)
-    }
-}
-
-/// `0.5·x·(1 + tanh(u))` written as `x·sigmoid(2u)` so the reference does not cancel.
-fn gelu_tanh64(x: f64) -> f64 {
-    let v = 2.0 * (2.0 / PI).sqrt() * (x + 0.044715 * x * x * x);
-    if x == f64::NEG_INFINITY {
-        -0.0
-    } else {
-        x * sigmoid64(v)
     }
 }
 

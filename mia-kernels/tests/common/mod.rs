@@ -302,49 +302,8 @@ pub fn check_exact<T: Element>(what: &str, dev: &Device, got: &[T], want: &[T]) 
 
 // ---- float64 special functions --------------------------------------------------------------
 
-/// erf by its everywhere-positive series below 3 and erfc's continued fraction above.
-pub fn erf(x: f64) -> f64 {
-    let a = x.abs();
-    let v = if a < 3.0 {
-        erf_series(a)
-    } else {
-        1.0 - erfc_cf(a)
-    };
-    v.copysign(x)
-}
-
-/// erfc for any x, relatively accurate in the right tail.
-pub fn erfc(x: f64) -> f64 {
-    if x < 0.0 {
-        2.0 - erfc(-x)
-    } else if x < 3.0 {
-        1.0 - erf_series(x)
-    } else {
-        erfc_cf(x)
-    }
-}
-
-fn erf_series(x: f64) -> f64 {
-    // erf(x) = 2/√π · e^{-x²} · Σ 2^n x^{2n+1} / (1·3·…·(2n+1))
-    let (mut term, mut sum) = (x, x);
-    for n in 1..200 {
-        term *= 2.0 * x * x / (2 * n + 1) as f64;
-        sum += term;
-        if term < sum * 1e-17 {
-            break;
-        }
-    }
-    2.0 / std::f64::consts::PI.sqrt() * (-x * x).exp() * sum
-}
-
-fn erfc_cf(x: f64) -> f64 {
-    // erfc(x) = e^{-x²}/√π · 1/(x + (1/2)/(x + 1/(x + (3/2)/(x + …))))
-    let mut k = x;
-    for n in (1..300).rev() {
-        k = x + (n as f64 / 2.0) / k;
-    }
-    (-x * x).exp() / (std::f64::consts::PI.sqrt() * k)
-}
+#[allow(unused_imports)] // not every test file uses every reference
+pub use mia_runtime::testing::reference::{erf64 as erf, erfc64 as erfc};
 
 pub fn sigmoid(x: f64) -> f64 {
     if x >= 0.0 {
@@ -355,16 +314,8 @@ pub fn sigmoid(x: f64) -> f64 {
     }
 }
 
-/// Exact GELU, `x·Φ(x)`, without cancellation in the left tail.
-pub fn gelu(x: f64) -> f64 {
-    x * 0.5 * erfc(-x / std::f64::consts::SQRT_2)
-}
-
-/// GELU's tanh form, written as the identical `x·σ(2·√(2/π)·(x + 0.044715·x³))`.
-pub fn gelu_tanh(x: f64) -> f64 {
-    let c = (2.0 / std::f64::consts::PI).sqrt();
-    x * sigmoid(2.0 * c * (x + 0.044715 * x * x * x))
-}
+#[allow(unused_imports)]
+pub use mia_runtime::testing::reference::{gelu64 as gelu, gelu_tanh64 as gelu_tanh};
 
 pub fn silu(x: f64) -> f64 {
     x * sigmoid(x)
