@@ -357,7 +357,7 @@ pub fn parse(item: &syn::ItemFn) -> Result<Kernel, Vec<syn::Error>> {
     }
 }
 
-fn parse_type(ty: &syn::Type) -> syn::Result<ParamTy> {
+pub fn parse_type(ty: &syn::Type) -> syn::Result<ParamTy> {
     let bad = || {
         Sp::of(ty).error(format!(
             "unsupported type `{}` in a kernel signature: expected a tensor like `Tensor<f32, N, D>` or a scalar `f32`/`i32`/`u32`/`bool`",

@@ -90,16 +90,8 @@ fn signature_only(func: &syn::ItemFn) -> Result<TokenStream, ()> {
             return Err(());
         }
         names.push(id.clone());
-        match ast_type(&pt.ty)? {
-            ParamTy::Tensor { dtype, .. } => {
-                let t = rust_type(dtype);
-                params.push(quote!(#id: &::mia_runtime::Tensor<#t>));
-            }
-            ParamTy::Scalar(dt) => {
-                let t = rust_type(dt);
-                params.push(quote!(#id: #t));
-            }
-        }
+        let ty = ast::parse_type(&pt.ty).map_err(|_| ())?;
+        params.push(param_tokens(id, &ty));
     }
     let syn::ReturnType::Type(_, ty) = &func.sig.output else {
         return Err(());
@@ -110,7 +102,7 @@ fn signature_only(func: &syn::ItemFn) -> Result<TokenStream, ()> {
     };
     let mut dts = Vec::new();
     for t in &outs {
-        match ast_type(t)? {
+        match ast::parse_type(t).map_err(|_| ())? {
             ParamTy::Tensor { dtype, .. } => dts.push(dtype),
             ParamTy::Scalar(_) => return Err(()),
         }
@@ -119,11 +111,18 @@ fn signature_only(func: &syn::ItemFn) -> Result<TokenStream, ()> {
     Ok(quote!(#(#attrs)* #vis fn #name(#(#params),*) -> ::mia_runtime::Result<#ret>))
 }
 
-fn ast_type(ty: &syn::Type) -> Result<ParamTy, ()> {
-    // Re-parse a single parameter type through the kernel parser.
-    let f: syn::ItemFn = syn::parse2(quote!(fn f(x: #ty) -> Tensor<f32> { x })).map_err(|_| ())?;
-    let k = ast::parse(&f).map_err(|_| ())?;
-    k.params.into_iter().next().map(|p| p.ty).ok_or(())
+/// A parameter of the generated function: tensors by reference, scalars by value.
+fn param_tokens(id: &syn::Ident, ty: &ParamTy) -> TokenStream {
+    match ty {
+        ParamTy::Tensor { dtype, .. } => {
+            let t = rust_type(*dtype);
+            quote!(#id: &::mia_runtime::Tensor<#t>)
+        }
+        ParamTy::Scalar(dt) => {
+            let t = rust_type(*dt);
+            quote!(#id: #t)
+        }
+    }
 }
 
 fn return_type(dts: &[DType], tuple: bool) -> TokenStream {
@@ -293,20 +292,11 @@ impl Expander<'_> {
         let tparams = self.tensor_params();
 
         // Signature.
-        let mut params = Vec::new();
-        for p in &k.params {
-            let id = &p.name;
-            params.push(match &p.ty {
-                ParamTy::Tensor { dtype, .. } => {
-                    let t = rust_type(*dtype);
-                    quote!(#id: &::mia_runtime::Tensor<#t>)
-                }
-                ParamTy::Scalar(dt) => {
-                    let t = rust_type(*dt);
-                    quote!(#id: #t)
-                }
-            });
-        }
+        let params: Vec<TokenStream> = k
+            .params
+            .iter()
+            .map(|p| param_tokens(&p.name, &p.ty))
+            .collect();
         let out_types: Vec<DType> = k.outputs.iter().map(|o| o.dtype).collect();
         let ret = return_type(&out_types, k.tuple_return);
 

@@ -103,16 +103,19 @@ fn needs_temp(g: &Graph, n: NodeId, contiguous: bool) -> Option<NodeId> {
     }
 }
 
+/// Values that layout ops need in memory (see [`needs_temp`]).
+fn layout_temps(g: &Graph, live: &[NodeId]) -> BTreeSet<NodeId> {
+    live.iter()
+        .filter_map(|&n| match g.node(n).op {
+            Op::Transpose(_, _, x) => needs_temp(g, x, false),
+            Op::Reshape(x) => needs_temp(g, x, true),
+            _ => None,
+        })
+        .collect()
+}
+
 pub fn fuse(g: &Graph) -> Fused {
-    let live = g.live();
-    let mut temps: BTreeSet<NodeId> = BTreeSet::new();
-    for &n in &live {
-        match g.node(n).op {
-            Op::Transpose(_, _, x) => temps.extend(needs_temp(g, x, false)),
-            Op::Reshape(x) => temps.extend(needs_temp(g, x, true)),
-            _ => {}
-        }
-    }
+    let mut temps = layout_temps(g, &g.live());
     loop {
         let mut changed = false;
         let roots: Vec<(NodeId, Vec<Dim>)> = g
@@ -143,21 +146,12 @@ pub fn fuse(g: &Graph) -> Fused {
 
 /// Fusion off: every op is its own pass (to measure what fusion buys).
 pub fn fuse_none(g: &Graph) -> Fused {
-    let temps: BTreeSet<NodeId> = g
-        .live()
-        .into_iter()
-        .filter(|&n| g.node(n).is_compute() && !g.outputs.contains(&n))
-        .chain(
-            g.live()
-                .into_iter()
-                .filter(|&n| match g.node(n).op {
-                    Op::Transpose(_, _, x) => needs_temp(g, x, false).is_some(),
-                    Op::Reshape(x) => needs_temp(g, x, true).is_some(),
-                    _ => false,
-                })
-                .filter_map(|n| g.node(n).operands().first().copied()),
-        )
-        .collect();
+    let live = g.live();
+    let mut temps = layout_temps(g, &live);
+    temps.extend(
+        live.into_iter()
+            .filter(|&n| g.node(n).is_compute() && !g.outputs.contains(&n)),
+    );
     plan(g, &temps, false)
 }
 

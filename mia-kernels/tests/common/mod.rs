@@ -305,14 +305,7 @@ pub fn check_exact<T: Element>(what: &str, dev: &Device, got: &[T], want: &[T]) 
 #[allow(unused_imports)] // not every test file uses every reference
 pub use mia_runtime::testing::reference::{erf64 as erf, erfc64 as erfc};
 
-pub fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
-}
+pub use mia_runtime::testing::reference::sigmoid64 as sigmoid;
 
 #[allow(unused_imports)]
 pub use mia_runtime::testing::reference::{gelu64 as gelu, gelu_tanh64 as gelu_tanh};
