@@ -53,7 +53,7 @@ pub fn check(k: &Kernel) -> Result<Graph, Vec<syn::Error>> {
 
 const FUNCTIONS: &str =
     "exp ln sqrt rsqrt abs neg tanh sigmoid relu gelu gelu_tanh silu sin cos pow \
-maximum minimum select cast sum max min mean softmax layer_norm rms_norm transpose reshape";
+maximum minimum select cast sum max min mean softmax layer_norm rms_norm matmul transpose reshape";
 
 impl Checker<'_> {
     fn signature(&mut self) {
@@ -737,10 +737,19 @@ impl Checker<'_> {
                 Val::Node(self.g.add(Op::Reshape(x), n.dtype, new.clone()))
             }
             "matmul" => {
-                self.errs.push(sp.error(
-                    "`matmul` is not available in this version of mia yet (it is tracked as its own feature)",
-                ));
-                Val::Poison
+                if !self.arity(func, args, &[2], sp, "matmul(a, b)") {
+                    return Val::Poison;
+                }
+                let (va, vb) = (self.expr(&args[0]), self.expr(&args[1]));
+                let a = self.float_tensor(va, args[0].sp, "matmul");
+                let b = self.float_tensor(vb, args[1].sp, "matmul");
+                let (Some(a), Some(b)) = (a, b) else {
+                    return Val::Poison;
+                };
+                match self.matmul_shape(a, b, (args[0].sp, args[1].sp), sp) {
+                    Some(shape) => Val::Node(self.g.add(Op::MatMul(a, b), DType::F32, shape)),
+                    None => Val::Poison,
+                }
             }
             _ => {
                 self.errs.push(Sp(func.span(), func.span()).error(format!(
@@ -749,6 +758,51 @@ impl Checker<'_> {
                 Val::Poison
             }
         }
+    }
+
+    /// `[.., M, K] x [.., K, N] -> [.., M, N]`: leading dimensions broadcast like NumPy's.
+    fn matmul_shape(
+        &mut self,
+        a: NodeId,
+        b: NodeId,
+        (asp, bsp): (Sp, Sp),
+        sp: Sp,
+    ) -> Option<Vec<Dim>> {
+        let (sa, sb) = (self.g.node(a).shape.clone(), self.g.node(b).shape.clone());
+        for (s, esp, side) in [(&sa, asp, "left"), (&sb, bsp, "right")] {
+            if s.len() < 2 {
+                self.errs.push(esp.error(format!(
+                    "`matmul` needs matrices (rank 2 or more) on both sides; the {side} operand has shape {}",
+                    shape_text(s)
+                )));
+                return None;
+            }
+        }
+        let (ra, rb) = (sa.len(), sb.len());
+        if !dims::same_dim(&sa[ra - 1], &sb[rb - 2]) {
+            self.errs.push(sp.error(format!(
+                "matmul inner-dimension mismatch: {} x {} (the last dimension of the left operand, {}, must equal the second-to-last of the right, {})",
+                shape_text(&sa),
+                shape_text(&sb),
+                sa[ra - 1],
+                sb[rb - 2]
+            )));
+            return None;
+        }
+        let mut shape = match dims::broadcast(&sa[..ra - 2], &sb[..rb - 2]) {
+            Ok(s) => s,
+            Err((x, y)) => {
+                self.errs.push(sp.error(format!(
+                    "matmul batch dimensions do not broadcast: {} x {} (batch dimension {x} vs {y}; dimensions must be equal or 1)",
+                    shape_text(&sa),
+                    shape_text(&sb)
+                )));
+                return None;
+            }
+        };
+        shape.push(sa[ra - 2].clone());
+        shape.push(sb[rb - 1].clone());
+        Some(shape)
     }
 
     fn float_tensor(&mut self, v: Val, sp: Sp, what: &str) -> Option<NodeId> {

@@ -82,13 +82,29 @@ pub fn pass_fn(p: usize, sig: &PassSig) -> TokenStream {
     }
     params.push(quote!(d: &[usize; #r]));
     params.push(quote!(st: &[[usize; #r]; #na]));
+    args.extend([quote!(d), quote!(st)]);
+    if let Some(mm) = &ir.mm {
+        return matmul_fn(p, r, mm.bs.len(), params, args, epilogue_body(ir));
+    }
     params.push(quote!(range: ::core::ops::Range<usize>));
-    args.extend([quote!(d), quote!(st), quote!(range)]);
+    args.push(quote!(range));
     let body = if ir.is_rows() {
         rows_body(ir)
     } else {
         elementwise_body(ir)
     };
+    dispatched(&name, &body_name, &avx_name, &params, &args, &body)
+}
+
+/// `name` runs `body`, compiled twice (baseline and AVX2+FMA) and picked at run time.
+fn dispatched(
+    name: &syn::Ident,
+    body_name: &syn::Ident,
+    avx_name: &syn::Ident,
+    params: &[TokenStream],
+    args: &[TokenStream],
+    body: &TokenStream,
+) -> TokenStream {
     quote! {
         #[inline(always)]
         #[allow(unused_variables, unused_mut, unused_unsafe, clippy::all)]
@@ -112,6 +128,87 @@ pub fn pass_fn(p: usize, sig: &PassSig) -> TokenStream {
             }
             #body_name(#(#args),*)
         }
+    }
+}
+
+/// A matmul pass: the runtime's engine computes the products tile by tile and calls the
+/// epilogue (`{name}_epi`, itself dispatched on AVX2) on each finished row segment.
+fn matmul_fn(
+    p: usize,
+    r: usize,
+    nb: usize,
+    mut params: Vec<TokenStream>,
+    mut args: Vec<TokenStream>,
+    epi: TokenStream,
+) -> TokenStream {
+    let name = pass_fn_name(p);
+    let epi_name = format_ident!("__mia_pass{}_epi", p);
+    let epi_body = format_ident!("__mia_pass{}_epi_body", p);
+    let epi_avx = format_ident!("__mia_pass{}_epi_avx2", p);
+    let outer_params = params.clone();
+    let outer_args = args.clone();
+    params.extend([
+        quote!(bi: usize),
+        quote!(m: usize),
+        quote!(n0: usize),
+        quote!(acc: &[&[f32]; #nb]),
+    ]);
+    args.extend([quote!(bi), quote!(m), quote!(n0), quote!(acc)]);
+    let epilogue = dispatched(&epi_name, &epi_body, &epi_avx, &params, &args, &epi);
+    let nbo = r - 2;
+    let ops: Vec<TokenStream> = (0..nb)
+        .map(|j| {
+            let s = 1 + j;
+            quote!(::mia_runtime::rt::MatOperand { data: mb[#j], batch_strides: &mst[#s][..#nbo], rs: mst[#s][#r], cs: mst[#s][#nbo + 1] })
+        })
+        .collect();
+    let ms = r + 1;
+    let na1 = nb + 1;
+    quote! {
+        #epilogue
+        #[allow(clippy::all)]
+        fn #name(#(#outer_params,)* ma: &[f32], mb: [&[f32]; #nb], mk: usize, mst: &[[usize; #ms]; #na1]) {
+            ::mia_runtime::rt::matmul::<#nb, _>(
+                ::mia_runtime::rt::MatDims { batch: &d[..#nbo], m: d[#nbo], n: d[#nbo + 1], k: mk },
+                ::mia_runtime::rt::MatOperand { data: ma, batch_strides: &mst[0][..#nbo], rs: mst[0][#nbo], cs: mst[0][#r] },
+                [#(#ops),*],
+                |bi: usize, m: usize, n0: usize, acc: &[&[f32]; #nb]| #epi_name(#(#outer_args,)* bi, m, n0, acc),
+            );
+        }
+    }
+}
+
+/// The epilogue of a matmul pass over one output row segment: batch `bi`, row `m`, columns
+/// `n0..n0 + acc[0].len()`.
+fn epilogue_body(ir: &PassIr) -> TokenStream {
+    let r = ir.dims.len();
+    let ax = r - 1;
+    let batch: Vec<usize> = (0..r - 2).collect();
+    let unr = if batch.is_empty() {
+        quote!()
+    } else {
+        unravel(&batch)
+    };
+    let im = format_ident!("i{}", r - 2);
+    let outer: Vec<usize> = (0..ax).collect();
+    let bases = bases(ir, &outer);
+    let targets: Vec<usize> = ir.stores.iter().map(|(_, v)| *v).collect();
+    let insts = ir.needed(&targets, |l| l != Level::Uniform);
+    let uniform = emit_insts(
+        ir,
+        &ir.needed(&targets, |l| l == Level::Uniform),
+        &|_, _| quote!(),
+    );
+    let seg = segment(ir, ax, &insts, &Tail::Stores);
+    quote! {
+        #uniform
+        let r = bi;
+        #unr
+        let #im = m;
+        #bases
+        let j0 = n0;
+        let len = acc[0].len();
+        #seg
     }
 }
 
@@ -199,7 +296,7 @@ fn rows_body(ir: &PassIr) -> TokenStream {
     let bases = bases(ir, &outer);
     let sched = ir.row_schedule();
     let uniform = emit_insts(ir, &sched.uniform, &|_, _| quote!());
-    let row_load = |k: usize, _: &str| {
+    let row_load = |k: usize, _: bool| {
         let l = format_ident!("l{}", k);
         let b = base_ident(k);
         quote!(#l[#b])
@@ -278,6 +375,14 @@ fn segment(ir: &PassIr, ax: usize, insts: &[usize], tail: &Tail) -> TokenStream 
             Class::Other => {}
         }
     }
+    for &i in insts {
+        if let InstOp::Acc(k) = ir.insts[i].op {
+            let r = format_ident!("r_acc{}", k);
+            let c = format_ident!("c_acc{}", k);
+            pre.extend(quote!(let #r = &acc[#k][..len];));
+            chunk.extend(quote!(let #c = &#r[j..j + #LANES];));
+        }
+    }
     let stores: Vec<usize> = match tail {
         Tail::Stores => (0..ir.stores.len())
             .filter(|&k| ir.stores[k].0.strides[ax] != Stride::Zero)
@@ -298,7 +403,12 @@ fn segment(ir: &PassIr, ax: usize, insts: &[usize], tail: &Tail) -> TokenStream 
         }
     }
     let load_expr = |lane: bool| {
-        move |k: usize, _: &str| -> TokenStream {
+        move |k: usize, acc: bool| -> TokenStream {
+            if acc {
+                let r = format_ident!("r_acc{}", k);
+                let c = format_ident!("c_acc{}", k);
+                return if lane { quote!(#c[l]) } else { quote!(#r[j]) };
+            }
             let l = format_ident!("l{}", k);
             let b = base_ident(k);
             let idx = if lane { quote!(j + l) } else { quote!(j) };
@@ -453,7 +563,7 @@ fn combine(op: RedOp, dt: DType, a: TokenStream, v: TokenStream) -> TokenStream 
 fn emit_insts(
     ir: &PassIr,
     insts: &[usize],
-    load: &dyn Fn(usize, &str) -> TokenStream,
+    load: &dyn Fn(usize, bool) -> TokenStream,
 ) -> TokenStream {
     let mut out = TokenStream::new();
     for &i in insts {
@@ -466,7 +576,8 @@ fn emit_insts(
         };
         let dt = inst.dtype;
         let e = match &inst.op {
-            InstOp::Load(k) => load(*k, ""),
+            InstOp::Load(k) => load(*k, false),
+            InstOp::Acc(j) => load(*j, true),
             InstOp::Scalar(s) => {
                 let s = format_ident!("s{}", s);
                 quote!(#s)

@@ -18,6 +18,60 @@ use std::fmt::Write;
 
 pub const WORKGROUP: u32 = 256;
 
+/// A matmul tiling: each workgroup computes a `bm × bn` output tile in steps of `bk`, each
+/// invocation a `tm × tn` block held in registers.
+#[derive(Clone, Copy, Debug)]
+pub struct Tile {
+    pub bm: u32,
+    pub bn: u32,
+    pub bk: u32,
+    pub tm: u32,
+    pub tn: u32,
+}
+
+impl Tile {
+    pub fn threads(&self) -> u32 {
+        (self.bm / self.tm) * (self.bn / self.tn)
+    }
+    /// Whether the staged tiles of `products` products fit WebGPU's guaranteed 16 KiB of
+    /// workgroup memory.
+    pub fn fits(&self, products: usize) -> bool {
+        (self.bk * self.bm + products as u32 * self.bk * self.bn) * 4 <= 16384
+    }
+    pub fn name(&self) -> String {
+        format!(
+            "{}x{}x{}/{}x{}",
+            self.bm, self.bn, self.bk, self.tm, self.tn
+        )
+    }
+}
+
+/// The tilings compiled for every matmul pass; the runtime measures them per device and shape
+/// bucket and keeps the fastest (autotune). Large squares, medium, and short-and-wide (GEMV).
+pub const TILES: [Tile; 3] = [
+    Tile {
+        bm: 128,
+        bn: 128,
+        bk: 8,
+        tm: 8,
+        tn: 8,
+    },
+    Tile {
+        bm: 64,
+        bn: 64,
+        bk: 16,
+        tm: 4,
+        tn: 4,
+    },
+    Tile {
+        bm: 8,
+        bn: 64,
+        bk: 16,
+        tm: 1,
+        tn: 2,
+    },
+];
+
 /// Where each value lives in a pass's bindings and parameter array.
 pub struct Layout {
     /// Buffers bound read-only, then read-write, by index into the kernel's buffer list.
@@ -25,12 +79,19 @@ pub struct Layout {
     pub writes: Vec<usize>,
     pub rank: usize,
     pub accesses: usize,
+    /// Matmul operands (A, then each B); their parameters follow the window bases:
+    /// `K`, then `rank + 1` strides per operand.
+    pub operands: usize,
 }
 
 impl Layout {
     pub fn of(ir: &PassIr) -> Layout {
         let mut reads = Vec::new();
-        for l in &ir.loads {
+        let mm_bufs = ir
+            .mm
+            .iter()
+            .flat_map(|m| std::iter::once(&m.a).chain(&m.bs));
+        for l in ir.loads.iter().chain(mm_bufs) {
             if !reads.contains(&l.buf) {
                 reads.push(l.buf);
             }
@@ -41,7 +102,16 @@ impl Layout {
             writes,
             rank: ir.dims.len(),
             accesses: ir.loads.len() + ir.stores.len(),
+            operands: ir.mm.as_ref().map_or(0, |m| 1 + m.bs.len()),
         }
+    }
+    /// The contraction length of a matmul pass.
+    pub fn mm_k(&self) -> usize {
+        3 + self.rank + self.accesses * (self.rank + 1)
+    }
+    /// Stride of matmul operand `o` (0 = A) along axis `k` (`rank` = the contraction axis).
+    pub fn mm_stride(&self, o: usize, k: usize) -> usize {
+        self.mm_k() + 1 + o * (self.rank + 1) + k
     }
     pub fn dim(&self, k: usize) -> usize {
         3 + k
@@ -54,7 +124,12 @@ impl Layout {
         3 + self.rank + self.accesses * self.rank + a
     }
     pub fn scalar(&self, s: usize) -> usize {
-        3 + self.rank + self.accesses * (self.rank + 1) + s
+        let mm = if self.operands > 0 {
+            1 + self.operands * (self.rank + 1)
+        } else {
+            0
+        };
+        3 + self.rank + self.accesses * (self.rank + 1) + mm + s
     }
     fn binding(&self, buf: usize, write: bool) -> usize {
         let pos = if write {
@@ -89,7 +164,7 @@ fn mem_type(dt: DType) -> &'static str {
 /// axes (so groups of four never straddle a row), and no buffer is read both ways. The wrapper uses it when the inner
 /// size is a multiple of 4 at run time.
 pub fn vec4_eligible(ir: &PassIr) -> bool {
-    if ir.is_rows() {
+    if ir.is_rows() || ir.mm.is_some() {
         return false;
     }
     let r = ir.dims.len();
@@ -129,7 +204,8 @@ pub fn vec4_eligible(ir: &PassIr) -> bool {
 }
 
 /// The shader of pass `ir`; `buf_types` gives each kernel buffer's dtype. `vec4` selects the
-/// four-elements-per-invocation form (only for passes where [`vec4_eligible`] holds).
+/// four-elements-per-invocation form (only for passes where [`vec4_eligible`] holds); `tile`
+/// the tiling of a matmul pass.
 pub fn pass_shader(
     kernel: &str,
     p: usize,
@@ -137,6 +213,7 @@ pub fn pass_shader(
     buf_types: &[DType],
     scalar_types: &[DType],
     vec4: bool,
+    tile: Option<Tile>,
 ) -> String {
     let lay = Layout::of(ir);
     let r = ir.dims.len();
@@ -155,7 +232,11 @@ pub fn pass_shader(
         }
     };
     let mut s = String::new();
-    let form = if vec4 { ", vec4 form" } else { "" };
+    let form = match tile {
+        Some(t) => format!(", tile {}", t.name()),
+        None if vec4 => ", vec4 form".to_string(),
+        None => String::new(),
+    };
     let _ = writeln!(
         s,
         "// mia kernel `{kernel}`, pass {p}{form}: generated; validated by naga at build time."
@@ -186,10 +267,10 @@ pub fn pass_shader(
         helpers: BTreeSet::new(),
         shared: BTreeSet::new(),
     };
-    let body = if ir.is_rows() {
-        e.rows()
-    } else {
-        e.elementwise()
+    let body = match tile {
+        Some(t) => e.matmul(t),
+        None if ir.is_rows() => e.rows(),
+        None => e.elementwise(),
     };
     for h in &e.helpers {
         s.push_str(&helper(h, vec4));
@@ -197,9 +278,18 @@ pub fn pass_shader(
     for dt in &e.shared {
         let _ = writeln!(s, "var<workgroup> red_{dt}: array<{dt}, {WORKGROUP}>;");
     }
+    let threads = match tile {
+        Some(t) => {
+            let nb = ir.mm.as_ref().map_or(0, |m| m.bs.len()) as u32;
+            let _ = writeln!(s, "var<workgroup> As: array<f32, {}>;", t.bk * t.bm);
+            let _ = writeln!(s, "var<workgroup> Bs: array<f32, {}>;", nb * t.bk * t.bn);
+            t.threads()
+        }
+        None => WORKGROUP,
+    };
     let _ = writeln!(
         s,
-        "@compute @workgroup_size({WORKGROUP})\nfn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{\n    let wid = wg.x + wg.y * nwg.x;\n    if (wid >= P[0]) {{ return; }}"
+        "@compute @workgroup_size({threads})\nfn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{\n    let wid = wg.x + wg.y * nwg.x;\n    if (wid >= P[0]) {{ return; }}"
     );
     s.push_str(&body);
     s.push_str("}\n");
@@ -356,6 +446,102 @@ impl Emitter<'_> {
         s
     }
 
+    /// A matmul pass: tiles of A and B staged in workgroup memory, a `tm × tn` register
+    /// block per invocation, then the epilogue per element of the block, in bounds only.
+    fn matmul(&mut self, t: Tile) -> String {
+        let ir = self.ir;
+        let Some(mm) = &ir.mm else {
+            return String::new();
+        };
+        let lay = self.lay;
+        let r = ir.dims.len();
+        let (mi, ni) = (r - 2, r - 1);
+        let nb = mm.bs.len();
+        let Tile { bm, bn, bk, tm, tn } = t;
+        let threads = t.threads();
+        let mut s = String::new();
+        let (dm, dn, dk) = (lay.dim(mi), lay.dim(ni), lay.mm_k());
+        let _ = writeln!(
+            s,
+            "    const BM = {bm}u;\n    const BN = {bn}u;\n    const BK = {bk}u;\n    const TM = {tm}u;\n    const TN = {tn}u;\n    let M = P[{dm}];\n    let N = P[{dn}];\n    let K = P[{dk}];\n    let tiles_n = (N + BN - 1u) / BN;\n    let tiles_m = (M + BM - 1u) / BM;\n    let tn0 = (wid % tiles_n) * BN;\n    let tm0 = ((wid / tiles_n) % tiles_m) * BM;"
+        );
+        let batch: Vec<usize> = (0..r - 2).collect();
+        if !batch.is_empty() {
+            self.unravel("wid / (tiles_n * tiles_m)", &batch, &mut s);
+        }
+        let base = |o: usize| -> String {
+            let terms: Vec<String> = batch
+                .iter()
+                .map(|&k| format!("i{k} * P[{}]", lay.mm_stride(o, k)))
+                .collect();
+            if terms.is_empty() {
+                "0u".into()
+            } else {
+                terms.join(" + ")
+            }
+        };
+        let _ = writeln!(
+            s,
+            "    let ab = {};\n    let a_rs = P[{}];\n    let a_cs = P[{}];",
+            base(0),
+            lay.mm_stride(0, mi),
+            lay.mm_stride(0, r)
+        );
+        for j in 0..nb {
+            let _ = writeln!(
+                s,
+                "    let bb{j} = {};\n    let b{j}_rs = P[{}];\n    let b{j}_cs = P[{}];\n    var acc{j}: array<f32, {}>;",
+                base(1 + j),
+                lay.mm_stride(1 + j, r),
+                lay.mm_stride(1 + j, ni),
+                tm * tn
+            );
+        }
+        let _ = writeln!(
+            s,
+            "    let tx = lid % (BN / TN);\n    let ty = lid / (BN / TN);\n    for (var k0 = 0u; k0 < K; k0 = k0 + BK) {{"
+        );
+        let ab = mm.a.buf;
+        let _ = writeln!(
+            s,
+            "        for (var e = lid; e < BM * BK; e = e + {threads}u) {{\n            let gm = tm0 + e / BK;\n            let gk = k0 + e % BK;\n            var v = 0.0;\n            if (gm < M && gk < K) {{ v = B{ab}[ab + gm * a_rs + gk * a_cs]; }}\n            As[(e % BK) * BM + e / BK] = v;\n        }}"
+        );
+        for (j, b) in mm.bs.iter().enumerate() {
+            let buf = b.buf;
+            let off = j as u32 * bk * bn;
+            let _ = writeln!(
+                s,
+                "        for (var e = lid; e < BK * BN; e = e + {threads}u) {{\n            let gk = k0 + e / BN;\n            let gn = tn0 + e % BN;\n            var v = 0.0;\n            if (gk < K && gn < N) {{ v = B{buf}[bb{j} + gk * b{j}_rs + gn * b{j}_cs]; }}\n            Bs[{off}u + e] = v;\n        }}"
+            );
+        }
+        let _ = writeln!(
+            s,
+            "        workgroupBarrier();\n        for (var kk = 0u; kk < BK; kk = kk + 1u) {{\n            var ar: array<f32, {tm}>;\n            for (var i = 0u; i < TM; i = i + 1u) {{ ar[i] = As[kk * BM + ty * TM + i]; }}"
+        );
+        for j in 0..nb {
+            let off = j as u32 * bk * bn;
+            let _ = writeln!(
+                s,
+                "            var br{j}: array<f32, {tn}>;\n            for (var jj = 0u; jj < TN; jj = jj + 1u) {{ br{j}[jj] = Bs[{off}u + kk * BN + tx * TN + jj]; }}\n            for (var i = 0u; i < TM; i = i + 1u) {{\n                for (var jj = 0u; jj < TN; jj = jj + 1u) {{ acc{j}[i * TN + jj] = fma(ar[i], br{j}[jj], acc{j}[i * TN + jj]); }}\n            }}"
+            );
+        }
+        let _ = writeln!(s, "        }}\n        workgroupBarrier();\n    }}");
+        let _ = writeln!(
+            s,
+            "    for (var i = 0u; i < TM; i = i + 1u) {{\n    for (var jj = 0u; jj < TN; jj = jj + 1u) {{\n    let i{mi} = tm0 + ty * TM + i;\n    let i{ni} = tn0 + tx * TN + jj;\n    if (i{mi} < M && i{ni} < N) {{"
+        );
+        let axes: Vec<usize> = (0..r).collect();
+        self.bases(&axes, &mut s);
+        let targets: Vec<usize> = ir.stores.iter().map(|(_, v)| *v).collect();
+        let insts = ir.needed(&targets, |_| true);
+        self.insts(&insts, None, &mut s);
+        for (k, (_, v)) in ir.stores.iter().enumerate() {
+            self.store(k, &format!("b{}", ir.loads.len() + k), *v, &mut s);
+        }
+        let _ = writeln!(s, "    }}\n    }}\n    }}");
+        s
+    }
+
     fn store(&self, k: usize, off: &str, v: usize, s: &mut String) {
         let buf = self.ir.stores[k].0.buf;
         let val = if self.buf_types[buf] == DType::Bool {
@@ -419,6 +605,7 @@ impl Emitter<'_> {
                 InstOp::Const(c) => self.splat(dt, const_expr(*c)),
                 InstOp::Phase(p) => format!("ph{p}"),
                 InstOp::AxisLen => "axis_len".to_string(),
+                InstOp::Acc(j) => format!("acc{j}[i * TN + jj]"),
                 InstOp::Unary(op, x) => self.unary(*op, dt, &a(*x)),
                 InstOp::Binary(BinOp::Pow, x, y) => {
                     self.helpers.insert("mia_pow");

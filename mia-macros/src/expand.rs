@@ -160,31 +160,34 @@ fn compile(func: &syn::ItemFn, opts: &Options) -> Result<TokenStream, Vec<syn::E
         .collect();
     let buf_types: Vec<DType> = fused.buffers.iter().map(|b| g.node(b.node).dtype).collect();
     let name = k.name.to_string();
-    // Each pass's scalar shader, then the vec4 forms of the passes that have one.
-    let mut shaders = Vec::new();
+    // Each pass's scalar shader (a matmul pass's first tiling), then the vec4 forms of the
+    // passes that have one and the other tilings of matmul passes.
+    let shader = |p: usize, ir: &PassIr, vec4: bool, tile: Option<emit_wgsl::Tile>| {
+        emit_wgsl::pass_shader(&name, p, ir, &buf_types, &scalar_types, vec4, tile)
+    };
+    let mut shaders: Vec<String> = passes
+        .iter()
+        .enumerate()
+        .map(|(p, ir)| shader(p, ir, false, ir.mm.as_ref().map(|_| emit_wgsl::TILES[0])))
+        .collect();
     let mut vec4_forms = Vec::new();
     for (p, ir) in passes.iter().enumerate() {
-        shaders.push(emit_wgsl::pass_shader(
-            &name,
-            p,
-            ir,
-            &buf_types,
-            &scalar_types,
-            false,
-        ));
-    }
-    for (p, ir) in passes.iter().enumerate() {
         vec4_forms.push(emit_wgsl::vec4_eligible(ir).then(|| {
-            shaders.push(emit_wgsl::pass_shader(
-                &name,
-                p,
-                ir,
-                &buf_types,
-                &scalar_types,
-                true,
-            ));
+            shaders.push(shader(p, ir, true, None));
             shaders.len() - 1
         }));
+    }
+    let mut tile_forms = Vec::new();
+    for (p, ir) in passes.iter().enumerate() {
+        let mut forms = Vec::new();
+        if let Some(mm) = &ir.mm {
+            forms.push((p, emit_wgsl::TILES[0]));
+            for t in emit_wgsl::TILES[1..].iter().filter(|t| t.fits(mm.bs.len())) {
+                shaders.push(shader(p, ir, false, Some(*t)));
+                forms.push((shaders.len() - 1, *t));
+            }
+        }
+        tile_forms.push(forms);
     }
     for src in &shaders {
         if let Err(msg) = validate::wgsl(src) {
@@ -202,6 +205,7 @@ fn compile(func: &syn::ItemFn, opts: &Options) -> Result<TokenStream, Vec<syn::E
         scalar_types,
         buf_types,
         vec4_forms,
+        tile_forms,
     }
     .expand(&shaders))
 }
@@ -215,6 +219,8 @@ struct Expander<'a> {
     buf_types: Vec<DType>,
     /// Index in `WGSL` of each pass's vec4 form, if it has one.
     vec4_forms: Vec<Option<usize>>,
+    /// A matmul pass's tilings and their indices in `WGSL`.
+    tile_forms: Vec<Vec<(usize, emit_wgsl::Tile)>>,
 }
 
 fn sym_ident(s: &str) -> syn::Ident {
@@ -428,11 +434,8 @@ impl Expander<'_> {
     /// `let __d = [...]; let __st = [[...]; NA];` and the iteration count of pass `ir`.
     fn pass_dims(&self, ir: &PassIr) -> (TokenStream, TokenStream) {
         let dims: Vec<TokenStream> = ir.dims.iter().map(|p| self.prod(p)).collect();
-        let strides: Vec<TokenStream> = ir
-            .loads
-            .iter()
-            .chain(ir.stores.iter().map(|(a, _)| a))
-            .map(|a| {
+        let strides = |accs: &mut dyn Iterator<Item = &lower::Access>| -> Vec<TokenStream> {
+            accs.map(|a| {
                 let s: Vec<TokenStream> = a
                     .strides
                     .iter()
@@ -443,7 +446,20 @@ impl Expander<'_> {
                     .collect();
                 quote!([#(#s),*])
             })
-            .collect();
+            .collect()
+        };
+        let mm = match &ir.mm {
+            Some(m) => {
+                let k = self.prod(&m.k);
+                let st = strides(&mut std::iter::once(&m.a).chain(&m.bs));
+                quote! {
+                    let __mk: usize = #k;
+                    let __mst = [#(#st),*];
+                }
+            }
+            None => quote!(),
+        };
+        let strides = strides(&mut ir.loads.iter().chain(ir.stores.iter().map(|(a, _)| a)));
         let count = match ir.axis {
             None => quote!(__d.iter().fold(1usize, |a, &b| a.saturating_mul(b))),
             Some(ax) => {
@@ -455,6 +471,7 @@ impl Expander<'_> {
                 let __d = [#(#dims),*];
                 let __st = [#(#strides),*];
                 let __count: usize = #count;
+                #mm
             },
             count,
         )
@@ -523,12 +540,24 @@ impl Expander<'_> {
                     quote!(__d[#ax].saturating_mul(#phases))
                 }
             };
-            // Stores first: they borrow their buffers mutably.
+            let call = match &ir.mm {
+                Some(m) => {
+                    let a = format_ident!("__cb{}", m.a.buf);
+                    let bs: Vec<syn::Ident> =
+                        m.bs.iter()
+                            .map(|b| format_ident!("__cb{}", b.buf))
+                            .collect();
+                    quote!(#f(#(#args,)* &__d, &__st, &#a[..], [#(&#bs[..]),*], __mk, &__mst);)
+                }
+                None => quote! {
+                    rt::parallel_for(__count, #cost, |__range| #f(#(#args,)* &__d, &__st, __range));
+                },
+            };
             out.extend(quote! {
                 {
                     #dims
                     #lets
-                    rt::parallel_for(__count, #cost, |__range| #f(#(#args,)* &__d, &__st, __range));
+                    #call
                 }
             });
         }
@@ -586,6 +615,10 @@ impl Expander<'_> {
                 })
                 .collect();
             let label = format!("{name}/pass{p}");
+            if ir.mm.is_some() {
+                out.extend(self.gpu_matmul(name, p, ir, &dims, &bufs, reads, &scalar_bits));
+                continue;
+            }
             let last = ir.dims.len() - 1;
             // The vec4 form handles four consecutive elements of a row per invocation.
             let (shader, per) = match self.vec4_forms[p] {
@@ -674,6 +707,87 @@ impl Expander<'_> {
         out
     }
 
+    /// A matmul pass: one dispatch with every buffer bound whole, with the tiling that
+    /// autotune picks for this device and shape bucket.
+    #[allow(clippy::too_many_arguments)]
+    fn gpu_matmul(
+        &self,
+        name: &syn::Ident,
+        p: usize,
+        ir: &PassIr,
+        dims: &TokenStream,
+        bufs: &[TokenStream],
+        reads: usize,
+        scalar_bits: &[TokenStream],
+    ) -> TokenStream {
+        let tparams = self.tensor_params();
+        let lay = Layout::of(ir);
+        let label = format!("{name}/pass{p}");
+        let r = ir.dims.len();
+        let (nbo, mi, ni) = (r - 2, r - 2, r - 1);
+        let na = lay.accesses;
+        let lens: Vec<TokenStream> = lay
+            .reads
+            .iter()
+            .chain(&lay.writes)
+            .map(|&b| match self.f.buffers[b].kind {
+                BufKind::Input(i) => {
+                    let id = &tparams[i].0;
+                    quote!(#id.len())
+                }
+                _ => {
+                    let len = format_ident!("__len{}", b);
+                    quote!(#len)
+                }
+            })
+            .collect();
+        let forms: Vec<usize> = self.tile_forms[p].iter().map(|f| f.0).collect();
+        let tiles: Vec<emit_wgsl::Tile> = self.tile_forms[p].iter().map(|f| f.1).collect();
+        let sizes: Vec<TokenStream> = tiles
+            .iter()
+            .map(|t| {
+                let (bm, bn) = (t.bm as usize, t.bn as usize);
+                quote!((#bm, #bn))
+            })
+            .collect();
+        let names: Vec<String> = tiles.iter().map(|t| t.name()).collect();
+        quote! {
+            {
+                #dims
+                let __lim = __dev.limits();
+                rt::gpu_whole_bindings(#label, &[#(#lens),*], __lim.max_storage_binding_bytes)?;
+                let __batches: usize = __d[..#nbo].iter().fold(1usize, |a, &b| a.saturating_mul(b));
+                let __run = |__t: usize| -> ::mia_runtime::Result<()> {
+                    let (__bm, __bn): (usize, usize) = [#(#sizes),*][__t];
+                    let __groups = __batches
+                        .saturating_mul(__d[#mi].div_ceil(__bm))
+                        .saturating_mul(__d[#ni].div_ceil(__bn));
+                    if __groups == 0 {
+                        return Ok(());
+                    }
+                    let mut __params: ::std::vec::Vec<u32> = ::std::vec![rt::gpu_u32(__K, __groups)?, 0, 0];
+                    for v in __d { __params.push(rt::gpu_u32(__K, v)?); }
+                    for a in __st { for v in a { __params.push(rt::gpu_u32(__K, v)?); } }
+                    __params.extend([0u32; #na]);
+                    __params.push(rt::gpu_u32(__K, __mk)?);
+                    for a in __mst { for v in a { __params.push(rt::gpu_u32(__K, v)?); } }
+                    #(__params.push(#scalar_bits);)*
+                    __dev.dispatch(&rt::GpuPass {
+                        wgsl: #name::WGSL[[#(#forms),*][__t]],
+                        label: #label,
+                        buffers: &[#(#bufs),*],
+                        ranges: &[],
+                        reads: #reads,
+                        params: &__params,
+                        groups: __groups as u64,
+                    })
+                };
+                let __t = rt::autotune(&__dev, #label, &[__batches, __d[#mi], __d[#ni], __mk], &[#(#names),*], &__run)?;
+                __run(__t)?;
+            }
+        }
+    }
+
     fn plan_dims(&self, dims: &[Dim]) -> TokenStream {
         let ds: Vec<TokenStream> = dims
             .iter()
@@ -718,6 +832,10 @@ impl Expander<'_> {
             .iter()
             .map(|ir| {
                 let kind = match ir.axis {
+                    None if ir.mm.is_some() => {
+                        let products = ir.mm.as_ref().map_or(0, |m| m.bs.len());
+                        quote!(::mia_runtime::PassKind::MatMul { products: #products })
+                    }
                     None => quote!(::mia_runtime::PassKind::Elementwise),
                     Some(axis) => {
                         let r = ir.phases.len();

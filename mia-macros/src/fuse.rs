@@ -9,7 +9,10 @@
 //! A pass is either elementwise over its output's shape, or a row pass over the input shape
 //! `S` of its reductions along one axis: one workgroup (CPU: one task) per row runs the
 //! reductions in order (phases) and then the elementwise tail, so softmax, layer norm and RMS
-//! norm are one dispatch each.
+//! norm are one dispatch each. A pass may also be a matrix product over its output's shape:
+//! the elementwise work after it (bias, activation, residual, scaling) is its epilogue, and
+//! several products of the same left operand (`silu(x·W1) * (x·W3)`) share one pass. Matmul
+//! operands are read from memory (views included), so computed operands are materialized.
 
 use crate::ast::Dim;
 use crate::dims::same_shape;
@@ -41,6 +44,8 @@ pub enum Domain {
     Elementwise(Vec<Dim>),
     /// Rows of `shape` along `axis`.
     Rows(Vec<Dim>, usize),
+    /// Matrix products of output `shape` whose left operand is the given node.
+    MatMul(Vec<Dim>, NodeId),
 }
 
 #[derive(Clone, Debug)]
@@ -103,15 +108,29 @@ fn needs_temp(g: &Graph, n: NodeId, contiguous: bool) -> Option<NodeId> {
     }
 }
 
-/// Values that layout ops need in memory (see [`needs_temp`]).
+/// Values that layout ops and matmuls need in memory (see [`needs_temp`]).
 fn layout_temps(g: &Graph, live: &[NodeId]) -> BTreeSet<NodeId> {
     live.iter()
-        .filter_map(|&n| match g.node(n).op {
-            Op::Transpose(_, _, x) => needs_temp(g, x, false),
-            Op::Reshape(x) => needs_temp(g, x, true),
-            _ => None,
+        .flat_map(|&n| match g.node(n).op {
+            Op::Transpose(_, _, x) => vec![needs_temp(g, x, false)],
+            Op::Reshape(x) => vec![needs_temp(g, x, true)],
+            Op::MatMul(a, b) => vec![needs_temp(g, a, false), needs_temp(g, b, false)],
+            _ => vec![],
         })
+        .flatten()
         .collect()
+}
+
+/// Products sharing one matmul pass at most: each needs its own accumulators (registers) and
+/// staged B tile (workgroup memory, which must stay within WebGPU's guaranteed 16 KiB).
+pub const MAX_PRODUCTS: usize = 2;
+
+/// Whether matmul node `n` is computed by a pass of domain `key`.
+fn joins_matmul(g: &Graph, n: NodeId, key: &Domain) -> bool {
+    match (&g.node(n).op, key) {
+        (Op::MatMul(a, _), Domain::MatMul(s, ka)) => a == ka && same_shape(s, &g.node(n).shape),
+        _ => false,
+    }
 }
 
 pub fn fuse(g: &Graph) -> Fused {
@@ -127,13 +146,20 @@ pub fn fuse(g: &Graph) -> Fused {
         for (root, shape) in roots {
             let c = cone(g, root, &temps);
             let key = pass_key(g, &c, &shape);
+            let mut products = 0;
             for &n in &c {
-                if let Some(k) = red_key(g, n) {
-                    let same =
-                        matches!(&key, Domain::Rows(s, a) if same_shape(s, &k.0) && *a == k.1);
-                    if !same && n != root && temps.insert(n) {
-                        changed = true;
+                let joins = match red_key(g, n) {
+                    Some(k) => {
+                        matches!(&key, Domain::Rows(s, a) if same_shape(s, &k.0) && *a == k.1)
                     }
+                    None if matches!(g.node(n).op, Op::MatMul(..)) => {
+                        products += 1;
+                        joins_matmul(g, n, &key) && products <= MAX_PRODUCTS
+                    }
+                    None => true,
+                };
+                if !joins && n != root && temps.insert(n) {
+                    changed = true;
                 }
             }
         }
@@ -156,7 +182,8 @@ pub fn fuse_none(g: &Graph) -> Fused {
 }
 
 /// The domain of the pass that stores `shape`, given the nodes it computes: a row pass when
-/// it can join the (last) reduction it contains, else elementwise over `shape`.
+/// it can join the (last) reduction it contains, else a matmul pass when it contains a product
+/// of its own shape (the rest is the epilogue), else elementwise over `shape`.
 fn pass_key(g: &Graph, cone: &[NodeId], shape: &[Dim]) -> Domain {
     for &n in cone.iter().rev() {
         if let Some((s, axis)) = red_key(g, n) {
@@ -164,6 +191,13 @@ fn pass_key(g: &Graph, cone: &[NodeId], shape: &[Dim]) -> Domain {
             row[axis] = Dim::Lit(1);
             if same_shape(&s, shape) || same_shape(&row, shape) {
                 return Domain::Rows(s, axis);
+            }
+        }
+    }
+    for &n in cone.iter().rev() {
+        if let Op::MatMul(a, _) = g.node(n).op {
+            if same_shape(&g.node(n).shape, shape) {
+                return Domain::MatMul(shape.to_vec(), a);
             }
         }
     }
@@ -234,6 +268,7 @@ fn same_domain(a: &Domain, b: &Domain) -> bool {
     match (a, b) {
         (Domain::Elementwise(x), Domain::Elementwise(y)) => same_shape(x, y),
         (Domain::Rows(x, i), Domain::Rows(y, j)) => i == j && same_shape(x, y),
+        (Domain::MatMul(x, a), Domain::MatMul(y, b)) => a == b && same_shape(x, y),
         _ => false,
     }
 }

@@ -92,6 +92,8 @@ pub enum Op {
     Transpose(usize, usize, NodeId),
     /// Reinterprets a contiguous operand with a new shape.
     Reshape(NodeId),
+    /// Matrix product over the last two axes; leading axes are batch axes (broadcast).
+    MatMul(NodeId, NodeId),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -112,7 +114,7 @@ impl Node {
             | Op::Reshape(a) => {
                 vec![*a]
             }
-            Op::Binary(_, a, b) => vec![*a, *b],
+            Op::Binary(_, a, b) | Op::MatMul(a, b) => vec![*a, *b],
             Op::Select(c, a, b) => vec![*c, *a, *b],
         }
     }

@@ -58,6 +58,8 @@ pub enum InstOp {
     Phase(usize),
     /// The row length as f32 (for means).
     AxisLen,
+    /// The value of the pass's j-th matrix product at this element (see [`MatMulIr`]).
+    Acc(usize),
 }
 
 #[derive(Clone, Debug)]
@@ -75,6 +77,16 @@ pub struct Phase {
     pub dtype: DType,
 }
 
+/// The products of a matmul pass. Its domain is the output `[batch.., M, N]`; operand
+/// accesses have one more axis, the contraction `K`: A moves along (batch.., M, K) and each B
+/// along (batch.., K, N), so transposed and broadcast operands are strides, never copies.
+#[derive(Clone, Debug)]
+pub struct MatMulIr {
+    pub k: Prod,
+    pub a: Access,
+    pub bs: Vec<Access>,
+}
+
 #[derive(Clone, Debug)]
 pub struct PassIr {
     /// Domain dimensions (collapsed where every access allows it).
@@ -88,6 +100,8 @@ pub struct PassIr {
     pub phases: Vec<Phase>,
     /// Primitive graph ops evaluated by this pass.
     pub ops: usize,
+    /// Set for a matmul pass; the other fields describe its epilogue.
+    pub mm: Option<MatMulIr>,
 }
 
 impl PassIr {
@@ -179,7 +193,7 @@ pub fn lower(g: &Graph, f: &Fused) -> Vec<PassIr> {
         .iter()
         .map(|p| {
             let (domain, axis) = match &p.domain {
-                Domain::Elementwise(s) => (s.clone(), None),
+                Domain::Elementwise(s) | Domain::MatMul(s, _) => (s.clone(), None),
                 Domain::Rows(s, a) => (s.clone(), Some(*a)),
             };
             let stored: Vec<NodeId> = p.stores.iter().map(|&b| f.buffers[b].node).collect();
@@ -196,6 +210,7 @@ pub fn lower(g: &Graph, f: &Fused) -> Vec<PassIr> {
                     insts: vec![],
                     phases: vec![],
                     ops: 0,
+                    mm: None,
                 },
                 memo: HashMap::new(),
                 stored,
@@ -210,7 +225,7 @@ pub fn lower(g: &Graph, f: &Fused) -> Vec<PassIr> {
                 l.ir.stores.push((acc, v));
             }
             let mut ir = l.ir;
-            if ir.axis.is_none() {
+            if ir.axis.is_none() && ir.mm.is_none() {
                 collapse(&mut ir);
                 if ir.dims.is_empty() {
                     // A rank-0 result: one axis of length 1, written at offset 0.
@@ -423,6 +438,10 @@ impl Lowerer<'_> {
                         r
                     }
                 }
+                Op::MatMul(a, b) => {
+                    let j = self.matmul(a, b);
+                    self.push(InstOp::Acc(j), node.dtype, Level::Elem(0))
+                }
                 // Loaded above; kept total so no input can make the compiler panic.
                 Op::Input(_) | Op::Transpose(..) | Op::Reshape(_) => self.push(
                     InstOp::Const(Const {
@@ -436,6 +455,53 @@ impl Lowerer<'_> {
         };
         self.memo.insert(n, i);
         i
+    }
+
+    /// Registers the product `a x b` with the pass; returns its accumulator index.
+    fn matmul(&mut self, a: NodeId, b: NodeId) -> usize {
+        let (ab, ast) = self.view(a).unwrap_or((0, vec![]));
+        let (bb, bst) = self.view(b).unwrap_or((0, vec![]));
+        let r = self.domain.len();
+        let operand = |buf: usize, shape: &[Dim], st: &[Prod], left: bool| {
+            let nb = shape.len().saturating_sub(2);
+            let nbo = r - 2;
+            let mut strides: Vec<Stride> = (0..nbo)
+                .map(|t| match (t + nb).checked_sub(nbo) {
+                    Some(i) if !shape[i].is_one() && !self.domain[t].is_one() => {
+                        Stride::Prod(st[i].clone())
+                    }
+                    _ => Stride::Zero,
+                })
+                .collect();
+            let at = |i: usize| st.get(i).cloned().map_or(Stride::Zero, Stride::Prod);
+            let (outer, inner) = (at(nb), at(nb + 1));
+            if left {
+                strides.extend([outer, Stride::Zero, inner]);
+            } else {
+                strides.extend([Stride::Zero, inner, outer]);
+            }
+            Access { buf, strides }
+        };
+        let sa = self.g.node(a).shape.clone();
+        let sb = self.g.node(b).shape.clone();
+        let bacc = operand(bb, &sb, &bst, false);
+        let aacc = operand(ab, &sa, &ast, true);
+        let mm = self.ir.mm.get_or_insert_with(|| MatMulIr {
+            k: vec![sa[sa.len() - 1].clone()],
+            a: aacc,
+            bs: vec![],
+        });
+        match mm
+            .bs
+            .iter()
+            .position(|x| x.buf == bacc.buf && x.strides == bacc.strides)
+        {
+            Some(j) => j,
+            None => {
+                mm.bs.push(bacc);
+                mm.bs.len() - 1
+            }
+        }
     }
 
     /// Re-emits a row-level value as an element-level one (`x + 0` at element level).

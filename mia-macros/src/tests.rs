@@ -205,7 +205,7 @@ fn every_emitted_shader_validates() {
                 if vec4 && !emit_wgsl::vec4_eligible(ir) {
                     continue;
                 }
-                let src = emit_wgsl::pass_shader("k", p, ir, &buf_types, &[], vec4);
+                let src = emit_wgsl::pass_shader("k", p, ir, &buf_types, &[], vec4, None);
                 validate::wgsl(&src).unwrap_or_else(|e| panic!("{e}\n{src}"));
             }
         }

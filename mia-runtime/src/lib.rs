@@ -3,9 +3,11 @@
 //!
 //! Users depend on this crate only; it re-exports the macros.
 
+mod autotune;
 mod chunk;
 mod device;
 mod error;
+mod gemm;
 #[cfg(feature = "gpu")]
 mod gpu;
 pub mod math;

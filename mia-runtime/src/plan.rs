@@ -32,6 +32,9 @@ pub enum PassKind {
     Elementwise,
     /// One workgroup (CPU: one task) per row; reductions along `axis` run in phases inside it.
     Rows { axis: usize, reductions: usize },
+    /// Tiles of `products` matrix products sharing their left operand, with the elementwise
+    /// epilogue applied to each finished tile.
+    MatMul { products: usize },
 }
 
 /// One pass over memory = one dispatch.
@@ -116,6 +119,7 @@ impl Plan {
                 PassKind::Rows { axis, reductions } => {
                     format!("rows along axis {axis}, {reductions} reductions")
                 }
+                PassKind::MatMul { products } => format!("matmul, {products} products"),
             };
             let _ = writeln!(
                 s,

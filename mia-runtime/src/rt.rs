@@ -381,6 +381,8 @@ pub fn parallel_for(n: usize, cost: usize, f: impl Fn(std::ops::Range<usize>) + 
         .for_each(|c| f(c * size..((c + 1) * size).min(n)));
 }
 
+pub use crate::gemm::{matmul, Dims as MatDims, Operand as MatOperand};
+
 /// Elements of work below which [`parallel_for`] stays on the calling thread.
 pub const PARALLEL_THRESHOLD: usize = 32 * 1024;
 
@@ -498,3 +500,22 @@ pub fn gpu_u32(kernel: &'static str, v: usize) -> Result<u32> {
         value: v as u64,
     })
 }
+
+/// A matmul pass binds every buffer whole (it is not split into windows): each must fit one
+/// storage binding.
+pub fn gpu_whole_bindings(label: &str, lens: &[usize], max_binding: u64) -> Result<()> {
+    for &len in lens {
+        let bytes = (len as u64).saturating_mul(4);
+        if bytes > max_binding {
+            return Err(Error::TooLarge {
+                what: format!("matmul pass `{label}` binds a tensor of {len} elements"),
+                bytes,
+                limit: max_binding,
+                limit_name: "max_storage_buffer_binding_size",
+            });
+        }
+    }
+    Ok(())
+}
+
+pub use crate::autotune::autotune;

@@ -221,6 +221,57 @@ impl Arr {
         let ms = self.mul(self).mean(-1);
         self.div(&ms.map(|v| (v + eps).sqrt())).mul(gamma)
     }
+    /// Matrix product over the last two axes, batch axes broadcast (NumPy's `matmul`).
+    pub fn matmul(&self, o: &Arr) -> Arr {
+        let (ra, rb) = (self.shape.len(), o.shape.len());
+        let (m, k, n) = (self.shape[ra - 2], self.shape[ra - 1], o.shape[rb - 1]);
+        assert_eq!(k, o.shape[rb - 2], "reference matmul: inner dimensions");
+        // Broadcast both to the common batch shape by zipping their batch parts.
+        let ba = Arr::f64(
+            &self.shape[..ra - 2],
+            vec![0.0; self.shape[..ra - 2].iter().product()],
+        );
+        let bb = Arr::f64(
+            &o.shape[..rb - 2],
+            vec![0.0; o.shape[..rb - 2].iter().product()],
+        );
+        let batch = ba.zip(&bb, |_, _| 0.0).shape;
+        let nb: usize = batch.iter().product();
+        let index = |shape: &[usize], bi: usize| -> usize {
+            // Row-major batch index `bi` of `batch` mapped into `shape` (right-aligned, size-1
+            // axes broadcast).
+            let mut rem = bi;
+            let mut idx = 0;
+            let mut stride = 1;
+            for t in (0..batch.len()).rev() {
+                let c = rem % batch[t];
+                rem /= batch[t];
+                if let Some(s) = (t + shape.len()).checked_sub(batch.len()) {
+                    if shape[s] != 1 {
+                        idx += c * stride;
+                    }
+                    stride *= shape[s];
+                }
+            }
+            idx
+        };
+        let mut data = vec![0.0; nb * m * n];
+        for bi in 0..nb {
+            let (ia, ib) = (
+                index(&self.shape[..ra - 2], bi),
+                index(&o.shape[..rb - 2], bi),
+            );
+            let (a, b) = (&self.data[ia * m * k..], &o.data[ib * k * n..]);
+            for i in 0..m {
+                for j in 0..n {
+                    data[(bi * m + i) * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+                }
+            }
+        }
+        let mut shape = batch;
+        shape.extend([m, n]);
+        Arr::f64(&shape, data)
+    }
     /// Broadcasts to `shape` (for outputs declared larger than the body's value).
     pub fn broadcast_to(&self, shape: &[usize]) -> Arr {
         Arr::f64(shape, vec![0.0; shape.iter().product()]).zip(self, |_, b| b)

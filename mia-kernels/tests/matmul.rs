@@ -1,0 +1,380 @@
+//! Matrix products on every device against a float64 reference (`common::Arr::matmul`):
+//! plain, transposed operands (strided views), batched with broadcasting, GEMV (M = 1),
+//! tall-skinny, tiny, odd and tile-straddling sizes, K up to 4096, empty products; fused
+//! epilogues (bias, GELU, residual, scaling, two outputs, two products sharing A) and
+//! products feeding reductions. Tolerance: ‖got − ref‖/‖ref‖ ≤ 1e-5 (f32, K ≤ 4096) on CPU
+//! and GPU, with the per-element checks of `common::check` (outputs are poisoned in debug
+//! builds, so unwritten elements fail).
+mod common;
+
+use common::*;
+use mia_runtime::prelude::*;
+use mia_runtime::PassKind;
+use rand::Rng;
+
+const TOL: f64 = 1e-5;
+
+#[kernel]
+fn mm_tn(a: Tensor<f32, K, M>, b: Tensor<f32, K, N>) -> Tensor<f32, M, N> {
+    matmul(transpose(a, 0, 1), b)
+}
+#[kernel]
+fn mm_heads(q: Tensor<f32, H, T, E>, k: Tensor<f32, H, S, E>) -> Tensor<f32, H, T, S> {
+    matmul(q, transpose(k, -1, -2))
+}
+#[kernel]
+fn mm_broadcast(a: Tensor<f32, B, 1, M, K>, b: Tensor<f32, H, K, N>) -> Tensor<f32, B, H, M, N> {
+    matmul(a, b)
+}
+#[kernel]
+fn mm_scaled(a: Tensor<f32, M, K>, b: Tensor<f32, K, N>, alpha: f32) -> Tensor<f32, M, N> {
+    matmul(a, b) * alpha - 1.0
+}
+#[kernel]
+fn mm_two_outputs(
+    a: Tensor<f32, M, K>,
+    b: Tensor<f32, K, N>,
+) -> (Tensor<f32, M, N>, Tensor<f32, M, N>) {
+    let y = matmul(a, b);
+    (y, tanh(y))
+}
+#[kernel]
+fn mm_softmax(a: Tensor<f32, M, K>, b: Tensor<f32, K, N>) -> Tensor<f32, M, N> {
+    softmax(matmul(a, b), -1)
+}
+#[kernel]
+fn mm_layer_norm(
+    x: Tensor<f32, M, K>,
+    w: Tensor<f32, K, N>,
+    bias: Tensor<f32, N>,
+    r: Tensor<f32, M, N>,
+    g: Tensor<f32, N>,
+    beta: Tensor<f32, N>,
+) -> Tensor<f32, M, N> {
+    layer_norm(matmul(x, w) + bias + r, g, beta, 1e-5)
+}
+#[kernel]
+fn mm_prologue(a: Tensor<f32, M, K>, b: Tensor<f32, K, N>) -> Tensor<f32, M, N> {
+    matmul(relu(a), b)
+}
+#[kernel]
+fn mm_chain(a: Tensor<f32, M, K>, b: Tensor<f32, K, N>, c: Tensor<f32, N, P>) -> Tensor<f32, M, P> {
+    matmul(matmul(a, b), c)
+}
+#[kernel(fusion = false)]
+fn linear_gelu_unfused(
+    x: Tensor<f32, M, K>,
+    w: Tensor<f32, K, N>,
+    bias: Tensor<f32, N>,
+) -> Tensor<f32, M, N> {
+    gelu(matmul(x, w) + bias)
+}
+
+fn data(rng: &mut rand::rngs::StdRng, shape: &[usize]) -> Vec<f32> {
+    uniform(rng, shape.iter().product(), -1.0, 1.0)
+}
+
+/// (M, K, N): tile multiples and not, GEMV, tall-skinny, tiny, a long K.
+const SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (1, 37, 1),
+    (1, 384, 1536),
+    (1, 1000, 77),
+    (2, 3, 5),
+    (7, 13, 17),
+    (64, 64, 64),
+    (128, 8, 128),
+    (129, 65, 130),
+    (300, 5, 2),
+    (3, 700, 300),
+    (73, 257, 19),
+    (16, 4096, 24),
+];
+
+#[test]
+fn matmul_matches_f64() {
+    let _g = serial();
+    let mut rng = rng(1);
+    for dev in devices() {
+        for &(m, k, n) in SHAPES {
+            let (a, b) = (data(&mut rng, &[m, k]), data(&mut rng, &[k, n]));
+            let want = Arr::new(&[m, k], &a).matmul(&Arr::new(&[k, n], &b));
+            let what = format!("matmul {m}x{k}x{n}");
+            let got = fetch(
+                &what,
+                mia_kernels::matmul(&tensor(&dev, &[m, k], &a), &tensor(&dev, &[k, n], &b)),
+                &[m, n],
+            );
+            check(&what, &dev, &got, &want, TOL);
+            // The same product with transposed storage of either side.
+            let at = Arr::new(&[m, k], &a).transpose(0, 1);
+            let bt = Arr::new(&[k, n], &b).transpose(0, 1);
+            let at32: Vec<f32> = at.data.iter().map(|&v| v as f32).collect();
+            let bt32: Vec<f32> = bt.data.iter().map(|&v| v as f32).collect();
+            let got = fetch(
+                &what,
+                mm_tn(&tensor(&dev, &[k, m], &at32), &tensor(&dev, &[k, n], &b)),
+                &[m, n],
+            );
+            check(&format!("{what} (A transposed)"), &dev, &got, &want, TOL);
+            let got = fetch(
+                &what,
+                mia_kernels::matmul_nt(&tensor(&dev, &[m, k], &a), &tensor(&dev, &[n, k], &bt32)),
+                &[m, n],
+            );
+            check(&format!("{what} (B transposed)"), &dev, &got, &want, TOL);
+        }
+    }
+}
+
+#[test]
+fn random_shapes_match_f64() {
+    let _g = serial();
+    let mut r = rng(2);
+    for dev in devices() {
+        for _ in 0..12 {
+            let (m, k, n) = (
+                r.random_range(1..=150usize),
+                r.random_range(1..=300usize),
+                r.random_range(1..=150usize),
+            );
+            let (a, b) = (data(&mut r, &[m, k]), data(&mut r, &[k, n]));
+            let want = Arr::new(&[m, k], &a).matmul(&Arr::new(&[k, n], &b));
+            let what = format!("matmul {m}x{k}x{n}");
+            let got = fetch(
+                &what,
+                mia_kernels::matmul(&tensor(&dev, &[m, k], &a), &tensor(&dev, &[k, n], &b)),
+                &[m, n],
+            );
+            check(&what, &dev, &got, &want, TOL);
+        }
+    }
+}
+
+#[test]
+fn batched_and_broadcast_products() {
+    let _g = serial();
+    let mut rng = rng(3);
+    for dev in devices() {
+        // [B, M, K] x [K, N]
+        let (bs, m, k, n) = (3, 17, 33, 9);
+        let (a, b) = (data(&mut rng, &[bs, m, k]), data(&mut rng, &[k, n]));
+        let want = Arr::new(&[bs, m, k], &a).matmul(&Arr::new(&[k, n], &b));
+        let got = fetch(
+            "batched",
+            mia_kernels::matmul_batched(&tensor(&dev, &[bs, m, k], &a), &tensor(&dev, &[k, n], &b)),
+            &[bs, m, n],
+        );
+        check("[B,M,K]x[K,N]", &dev, &got, &want, TOL);
+        // Attention scores: [H, T, E] x [H, S, E]ᵀ
+        let (h, t, s, e) = (4, 19, 23, 16);
+        let (q, kk) = (data(&mut rng, &[h, t, e]), data(&mut rng, &[h, s, e]));
+        let want = Arr::new(&[h, t, e], &q).matmul(&Arr::new(&[h, s, e], &kk).transpose(-1, -2));
+        let got = fetch(
+            "heads",
+            mm_heads(
+                &tensor(&dev, &[h, t, e], &q),
+                &tensor(&dev, &[h, s, e], &kk),
+            ),
+            &[h, t, s],
+        );
+        check("[H,T,E]x[H,E,S]", &dev, &got, &want, TOL);
+        // [B, 1, M, K] x [H, K, N] -> [B, H, M, N]
+        let (b2, h2, m2, k2, n2) = (2, 3, 5, 7, 6);
+        let (a, b) = (
+            data(&mut rng, &[b2, 1, m2, k2]),
+            data(&mut rng, &[h2, k2, n2]),
+        );
+        let want = Arr::new(&[b2, 1, m2, k2], &a).matmul(&Arr::new(&[h2, k2, n2], &b));
+        let got = fetch(
+            "broadcast",
+            mm_broadcast(
+                &tensor(&dev, &[b2, 1, m2, k2], &a),
+                &tensor(&dev, &[h2, k2, n2], &b),
+            ),
+            &[b2, h2, m2, n2],
+        );
+        check("[B,1,M,K]x[H,K,N]", &dev, &got, &want, TOL);
+    }
+}
+
+#[test]
+fn fused_epilogues_match_f64() {
+    let _g = serial();
+    let mut rng = rng(4);
+    for dev in devices() {
+        for &(m, k, n) in &[(1, 64, 96), (37, 70, 129), (130, 128, 64)] {
+            let (x, w) = (data(&mut rng, &[m, k]), data(&mut rng, &[k, n]));
+            let (bias, res) = (data(&mut rng, &[n]), data(&mut rng, &[m, n]));
+            let w3 = data(&mut rng, &[k, n]);
+            let (tx, tw, tb, tr, tw3) = (
+                tensor(&dev, &[m, k], &x),
+                tensor(&dev, &[k, n], &w),
+                tensor(&dev, &[n], &bias),
+                tensor(&dev, &[m, n], &res),
+                tensor(&dev, &[k, n], &w3),
+            );
+            let xw = Arr::new(&[m, k], &x).matmul(&Arr::new(&[k, n], &w));
+            let lin = xw.add(&Arr::new(&[n], &bias));
+            let what = |s: &str| format!("{s} {m}x{k}x{n}");
+            let got = fetch("linear", mia_kernels::linear(&tx, &tw, &tb), &[m, n]);
+            check(&what("linear"), &dev, &got, &lin, TOL);
+            let want = lin.map(mia_runtime::testing::reference::gelu64);
+            let got = fetch(
+                "linear_gelu",
+                mia_kernels::linear_gelu(&tx, &tw, &tb),
+                &[m, n],
+            );
+            check(&what("linear_gelu"), &dev, &got, &want, TOL);
+            let got = fetch("unfused", linear_gelu_unfused(&tx, &tw, &tb), &[m, n]);
+            check(&what("linear_gelu, fusion off"), &dev, &got, &want, TOL);
+            let want = lin.add(&Arr::new(&[m, n], &res));
+            let got = fetch(
+                "linear_residual",
+                mia_kernels::linear_residual(&tx, &tw, &tb, &tr),
+                &[m, n],
+            );
+            check(&what("linear_residual"), &dev, &got, &want, TOL);
+            let want = xw.map(|v| v * 0.25 - 1.0);
+            let got = fetch("scaled", mm_scaled(&tx, &tw, 0.25), &[m, n]);
+            check(&what("scaled"), &dev, &got, &want, TOL);
+            let (y, t) = mm_two_outputs(&tx, &tw).unwrap();
+            check(
+                &what("two outputs: y"),
+                &dev,
+                &y.to_vec().unwrap(),
+                &xw,
+                TOL,
+            );
+            check(
+                &what("two outputs: tanh"),
+                &dev,
+                &t.to_vec().unwrap(),
+                &xw.map(f64::tanh),
+                TOL,
+            );
+            let x3 = Arr::new(&[m, k], &x).matmul(&Arr::new(&[k, n], &w3));
+            let want = xw.map(silu).mul(&x3);
+            let got = fetch(
+                "swiglu_gate",
+                mia_kernels::swiglu_gate(&tx, &tw, &tw3),
+                &[m, n],
+            );
+            check(&what("swiglu_gate"), &dev, &got, &want, TOL);
+            let want = xw.softmax(-1);
+            let got = fetch("softmax", mm_softmax(&tx, &tw), &[m, n]);
+            check(&what("softmax(matmul)"), &dev, &got, &want, TOL);
+            let (g, beta) = (data(&mut rng, &[n]), data(&mut rng, &[n]));
+            let want = lin.add(&Arr::new(&[m, n], &res)).layer_norm(
+                &Arr::new(&[n], &g),
+                &Arr::new(&[n], &beta),
+                1e-5,
+            );
+            let got = fetch(
+                "layer_norm",
+                mm_layer_norm(
+                    &tx,
+                    &tw,
+                    &tb,
+                    &tr,
+                    &tensor(&dev, &[n], &g),
+                    &tensor(&dev, &[n], &beta),
+                ),
+                &[m, n],
+            );
+            check(&what("layer_norm(matmul + b + r)"), &dev, &got, &want, 2e-5);
+            let want = Arr::new(&[m, k], &x)
+                .map(|v| v.max(0.0))
+                .matmul(&Arr::new(&[k, n], &w));
+            let got = fetch("prologue", mm_prologue(&tx, &tw), &[m, n]);
+            check(&what("matmul(relu(a), b)"), &dev, &got, &want, TOL);
+            let c = data(&mut rng, &[n, 5]);
+            let want = xw.matmul(&Arr::new(&[n, 5], &c));
+            let got = fetch(
+                "chain",
+                mm_chain(&tx, &tw, &tensor(&dev, &[n, 5], &c)),
+                &[m, 5],
+            );
+            check(&what("matmul(matmul)"), &dev, &got, &want, TOL);
+        }
+    }
+}
+
+#[test]
+fn empty_products() {
+    let _g = serial();
+    for dev in devices() {
+        // K = 0: the product is all zeros (then the epilogue).
+        let got = fetch(
+            "k=0",
+            mia_kernels::linear(
+                &tensor(&dev, &[3, 0], &[]),
+                &tensor(&dev, &[0, 4], &[]),
+                &tensor(&dev, &[4], &[1.0, 2.0, 3.0, 4.0]),
+            ),
+            &[3, 4],
+        );
+        assert_eq!(got, [1.0, 2.0, 3.0, 4.0].repeat(3), "{}", dev.name());
+        let got = fetch(
+            "m=0",
+            mia_kernels::matmul(
+                &tensor(&dev, &[0, 5], &[]),
+                &tensor(&dev, &[5, 4], &[0.5; 20]),
+            ),
+            &[0, 4],
+        );
+        assert!(got.is_empty());
+    }
+}
+
+#[test]
+fn mismatched_sizes_are_errors() {
+    let dev = Device::cpu();
+    let e = mia_kernels::matmul(
+        &tensor(&dev, &[2, 3], &[0.0; 6]),
+        &tensor(&dev, &[4, 5], &[0.0; 20]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains('K') && e.contains('3') && e.contains('4'), "{e}");
+}
+
+#[test]
+fn plans_are_one_dispatch() {
+    let mm = |p: &Plan| {
+        p.passes
+            .iter()
+            .filter(|x| matches!(x.kind, PassKind::MatMul { .. }))
+            .count()
+    };
+    for (name, plan) in [
+        ("matmul", mia_kernels::matmul::plan()),
+        ("matmul_nt", mia_kernels::matmul_nt::plan()),
+        ("linear", mia_kernels::linear::plan()),
+        ("linear_gelu", mia_kernels::linear_gelu::plan()),
+        ("linear_residual", mia_kernels::linear_residual::plan()),
+        ("swiglu_gate", mia_kernels::swiglu_gate::plan()),
+        ("mm_scaled", mm_scaled::plan()),
+        ("mm_two_outputs", mm_two_outputs::plan()),
+        ("mm_heads", mm_heads::plan()),
+    ] {
+        assert_eq!(plan.dispatches(), 1, "{name}:\n{plan}");
+        assert_eq!(mm(plan), 1, "{name}:\n{plan}");
+        assert!(plan.intermediates.is_empty(), "{name}:\n{plan}");
+    }
+    assert_eq!(
+        mia_kernels::swiglu_gate::plan().passes[0].kind,
+        PassKind::MatMul { products: 2 }
+    );
+    // A reduction over the product's rows is its own row pass; the product keeps the bias
+    // and residual in its epilogue or the row pass recomputes them — two dispatches either way.
+    assert_eq!(
+        mm_layer_norm::plan().dispatches(),
+        2,
+        "{}",
+        mm_layer_norm::plan()
+    );
+    assert_eq!(mm_softmax::plan().dispatches(), 2);
+    assert_eq!(mm_chain::plan().dispatches(), 2);
+    assert_eq!(linear_gelu_unfused::plan().dispatches(), 3);
+}

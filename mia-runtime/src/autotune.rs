@@ -1,0 +1,147 @@
+//! Autotune for matmul tilings: the first call of a pass on a device, for a bucket of shapes
+//! (each size rounded up to a power of two), times every tiling compiled for it and keeps the
+//! fastest — in memory, and on disk so that later processes skip the measurement.
+//!
+//! The cache is a text file `autotune-v1.tsv` in `MIA_CACHE_DIR` (else
+//! `$XDG_CACHE_HOME/mia`, else `$HOME/.cache/mia`): one `device \t pass \t bucket \t tiling`
+//! line per choice. Lines that do not parse, and choices naming a tiling the pass no longer
+//! has (a stale cache after an upgrade), are ignored; a cache that cannot be read or written
+//! only costs a measurement. `MIA_AUTOTUNE=0` skips measuring and takes the first tiling.
+
+use crate::{Device, Result};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Instant;
+
+const FILE: &str = "autotune-v1.tsv";
+
+/// The cache directory (see the module docs), if one can be named.
+pub fn cache_dir() -> Option<PathBuf> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("MIA_CACHE_DIR")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("mia")))
+        .or_else(|| env("HOME").map(|d| d.join(".cache").join("mia")))
+}
+
+/// Choices by key; `None` until the disk cache has been read.
+static MEMORY: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
+
+fn clean(s: &str) -> String {
+    s.replace(['\t', '\n', '\r'], " ")
+}
+
+/// Parses the cache file; malformed lines are skipped.
+pub fn parse(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f.len() == 4 && f.iter().all(|x| !x.is_empty()))
+                .then(|| (format!("{}\t{}\t{}", f[0], f[1], f[2]), f[3].to_string()))
+        })
+        .collect()
+}
+
+fn load() -> HashMap<String, String> {
+    cache_dir()
+        .and_then(|d| std::fs::read(d.join(FILE)).ok())
+        .map(|b| parse(&String::from_utf8_lossy(&b)))
+        .unwrap_or_default()
+}
+
+/// Writes the whole map through a temporary file and a rename, so concurrent processes
+/// never see a half-written cache. Errors are ignored: the cache is an optimisation.
+fn save(map: &HashMap<String, String>) {
+    let Some(dir) = cache_dir() else { return };
+    let mut lines: Vec<String> = map.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();
+    lines.sort();
+    let tmp = dir.join(format!("{FILE}.{}.tmp", std::process::id()));
+    let ok = std::fs::create_dir_all(&dir).is_ok() && std::fs::write(&tmp, lines.concat()).is_ok();
+    if !ok || std::fs::rename(&tmp, dir.join(FILE)).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// Sizes rounded up to powers of two, e.g. `1x128x512x512`.
+pub fn bucket(sizes: &[usize]) -> String {
+    let b: Vec<String> = sizes
+        .iter()
+        .map(|s| s.max(&1).next_power_of_two().to_string())
+        .collect();
+    b.join("x")
+}
+
+/// The index of the tiling to use for pass `label` at `sizes` on `dev`; measures each of
+/// `tilings` with `run` (which dispatches the pass with that tiling) when no choice is known.
+pub fn autotune(
+    dev: &Device,
+    label: &str,
+    sizes: &[usize],
+    tilings: &[&str],
+    run: &dyn Fn(usize) -> Result<()>,
+) -> Result<usize> {
+    if tilings.len() <= 1 || std::env::var("MIA_AUTOTUNE").is_ok_and(|v| v == "0") {
+        return Ok(0);
+    }
+    let key = format!(
+        "{}\t{}\t{}",
+        clean(&dev.name()),
+        clean(label),
+        bucket(sizes)
+    );
+    let known = {
+        let mut mem = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
+        mem.get_or_insert_with(load).get(&key).cloned()
+    };
+    if let Some(i) = known.and_then(|name| tilings.iter().position(|t| *t == name)) {
+        return Ok(i);
+    }
+    dev.synchronize()?;
+    let mut best = (f64::INFINITY, 0);
+    for i in 0..tilings.len() {
+        // The first run builds the pipeline; then the median of three timed runs.
+        run(i)?;
+        dev.synchronize()?;
+        let mut times = [0.0f64; 3];
+        for t in &mut times {
+            let start = Instant::now();
+            run(i)?;
+            dev.synchronize()?;
+            *t = start.elapsed().as_secs_f64();
+        }
+        times.sort_by(f64::total_cmp);
+        if times[1] < best.0 {
+            best = (times[1], i);
+        }
+    }
+    let mut mem = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
+    let map = mem.get_or_insert_with(load);
+    // Merge with what other processes wrote meanwhile.
+    for (k, v) in load() {
+        map.entry(k).or_insert(v);
+    }
+    map.insert(key, tilings[best.1].to_string());
+    save(map);
+    Ok(best.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_skips_corrupt_lines() {
+        let m = parse("dev\tk/pass0\t1x2x4\t64x64\ngarbage\n\t\t\t\nx\ty\tz\tw\textra\n\u{0}\u{1}");
+        assert_eq!(m.len(), 1);
+        assert_eq!(m["dev\tk/pass0\t1x2x4"], "64x64");
+    }
+
+    #[test]
+    fn buckets_round_up() {
+        assert_eq!(bucket(&[1, 3, 128, 0]), "1x4x128x1");
+    }
+}
