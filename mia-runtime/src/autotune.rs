@@ -10,7 +10,7 @@
 
 use crate::{Device, Result};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -47,8 +47,11 @@ pub fn parse(text: &str) -> HashMap<String, String> {
 }
 
 fn load() -> HashMap<String, String> {
-    cache_dir()
-        .and_then(|d| std::fs::read(d.join(FILE)).ok())
+    cache_dir().map(|d| load_from(&d)).unwrap_or_default()
+}
+
+fn load_from(dir: &Path) -> HashMap<String, String> {
+    std::fs::read(dir.join(FILE))
         .map(|b| parse(&String::from_utf8_lossy(&b)))
         .unwrap_or_default()
 }
@@ -56,7 +59,12 @@ fn load() -> HashMap<String, String> {
 /// Writes the whole map through a temporary file and a rename, so concurrent processes
 /// never see a half-written cache. Errors are ignored: the cache is an optimisation.
 fn save(map: &HashMap<String, String>) {
-    let Some(dir) = cache_dir() else { return };
+    if let Some(dir) = cache_dir() {
+        save_to(&dir, map);
+    }
+}
+
+fn save_to(dir: &Path, map: &HashMap<String, String>) {
     let mut lines: Vec<String> = map.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();
     lines.sort();
     let tmp = dir.join(format!("{FILE}.{}.tmp", std::process::id()));
@@ -138,6 +146,33 @@ mod tests {
         let m = parse("dev\tk/pass0\t1x2x4\t64x64\ngarbage\n\t\t\t\nx\ty\tz\tw\textra\n\u{0}\u{1}");
         assert_eq!(m.len(), 1);
         assert_eq!(m["dev\tk/pass0\t1x2x4"], "64x64");
+    }
+
+    #[test]
+    fn cache_round_trips_and_survives_corruption() {
+        let dir = std::env::temp_dir().join(format!("mia-autotune-test-{}", std::process::id()));
+        let mut map = HashMap::new();
+        map.insert(
+            "gpu a\tk/pass0\t1x8x8x8".to_string(),
+            "64x64x16/4x4".to_string(),
+        );
+        map.insert(
+            "gpu a\tk/pass1\t2x8x8x8".to_string(),
+            "128x128x8/8x8".to_string(),
+        );
+        save_to(&dir, &map);
+        assert_eq!(load_from(&dir), map);
+        // Garbage appended, a truncated line, invalid UTF-8: the good lines survive.
+        let mut bytes = std::fs::read(dir.join(FILE)).unwrap();
+        bytes.extend_from_slice(b"half\tline\n\xff\xfe\x00junk\ngpu a\tk/pass2");
+        std::fs::write(dir.join(FILE), bytes).unwrap();
+        assert_eq!(load_from(&dir), map);
+        // A cache that is not a file at all is empty, not an error.
+        std::fs::remove_file(dir.join(FILE)).unwrap();
+        std::fs::create_dir_all(dir.join(FILE)).unwrap();
+        assert!(load_from(&dir).is_empty());
+        save_to(&dir, &map);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
