@@ -62,3 +62,31 @@ pub fn swiglu_gate(
 ) -> Tensor<f32, M, N> {
     silu(matmul(x, w1)) * matmul(x, w3)
 }
+
+/// Scaled dot-product attention per head, `softmax(q·kᵀ·scale)·v`: three dispatches (scores
+/// with the scale in their epilogue, the row softmax, the product with `v`).
+#[kernel]
+pub fn attention(
+    q: Tensor<f32, H, T, E>,
+    k: Tensor<f32, H, S, E>,
+    v: Tensor<f32, H, S, E>,
+    scale: f32,
+) -> Tensor<f32, H, T, E> {
+    matmul(softmax(matmul(q, transpose(k, -1, -2)) * scale, -1), v)
+}
+
+/// Batched attention with an additive mask over keys (0 to attend, a large negative number
+/// for padding), broadcast over heads and queries: BERT's encoder attention.
+#[kernel]
+pub fn attention_masked(
+    q: Tensor<f32, B, H, T, E>,
+    k: Tensor<f32, B, H, S, E>,
+    v: Tensor<f32, B, H, S, E>,
+    mask: Tensor<f32, B, 1, 1, S>,
+    scale: f32,
+) -> Tensor<f32, B, H, T, E> {
+    matmul(
+        softmax(matmul(q, transpose(k, -1, -2)) * scale + mask, -1),
+        v,
+    )
+}

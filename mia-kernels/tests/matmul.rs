@@ -378,3 +378,71 @@ fn plans_are_one_dispatch() {
     assert_eq!(mm_chain::plan().dispatches(), 2);
     assert_eq!(linear_gelu_unfused::plan().dispatches(), 3);
 }
+
+#[test]
+fn attention_matches_f64() {
+    let _g = serial();
+    let mut rng = rng(5);
+    for dev in devices() {
+        for &(h, t, s, e) in &[(1, 1, 1, 1), (2, 7, 9, 16), (3, 33, 65, 8), (2, 64, 64, 64)] {
+            let (q, k, v) = (
+                data(&mut rng, &[h, t, e]),
+                data(&mut rng, &[h, s, e]),
+                data(&mut rng, &[h, s, e]),
+            );
+            let scale = 1.0 / (e as f64).sqrt();
+            let scores = Arr::new(&[h, t, e], &q)
+                .matmul(&Arr::new(&[h, s, e], &k).transpose(-1, -2))
+                .map(|x| x * scale as f32 as f64);
+            let want = scores.softmax(-1).matmul(&Arr::new(&[h, s, e], &v));
+            let got = fetch(
+                "attention",
+                mia_kernels::attention(
+                    &tensor(&dev, &[h, t, e], &q),
+                    &tensor(&dev, &[h, s, e], &k),
+                    &tensor(&dev, &[h, s, e], &v),
+                    scale as f32,
+                ),
+                &[h, t, e],
+            );
+            check(
+                &format!("attention {h}x{t}x{s}x{e}"),
+                &dev,
+                &got,
+                &want,
+                TOL,
+            );
+        }
+        // Two sentences, the second padded after 5 of 8 keys.
+        let (b, h, t, e) = (2, 3, 8, 16);
+        let shape = [b, h, t, e];
+        let (q, k, v) = (
+            data(&mut rng, &shape),
+            data(&mut rng, &shape),
+            data(&mut rng, &shape),
+        );
+        let mut mask = vec![0.0f32; b * t];
+        for m in &mut mask[t + 5..] {
+            *m = -1e4;
+        }
+        let scale = 0.25f32;
+        let scores = Arr::new(&shape, &q)
+            .matmul(&Arr::new(&shape, &k).transpose(-1, -2))
+            .map(|x| x * scale as f64)
+            .add(&Arr::new(&[b, 1, 1, t], &mask));
+        let want = scores.softmax(-1).matmul(&Arr::new(&shape, &v));
+        let got = fetch(
+            "attention_masked",
+            mia_kernels::attention_masked(
+                &tensor(&dev, &shape, &q),
+                &tensor(&dev, &shape, &k),
+                &tensor(&dev, &shape, &v),
+                &tensor(&dev, &[b, 1, 1, t], &mask),
+                scale,
+            ),
+            &shape,
+        );
+        check("attention with padding mask", &dev, &got, &want, TOL);
+    }
+    assert_eq!(mia_kernels::attention::plan().dispatches(), 3);
+}
