@@ -18,6 +18,10 @@ use std::fmt::Write;
 
 pub const WORKGROUP: u32 = 256;
 
+/// Padding of each row of the staged A tile, so the transposing store into it does not hit
+/// one memory bank from every lane.
+const PAD: u32 = 4;
+
 /// A matmul tiling: each workgroup computes a `bm × bn` output tile in steps of `bk`, each
 /// invocation a `tm × tn` block held in registers.
 #[derive(Clone, Copy, Debug)]
@@ -36,7 +40,7 @@ impl Tile {
     /// Whether the staged tiles of `products` products fit WebGPU's guaranteed 16 KiB of
     /// workgroup memory.
     pub fn fits(&self, products: usize) -> bool {
-        (self.bk * self.bm + products as u32 * self.bk * self.bn) * 4 <= 16384
+        (self.bk * (self.bm + PAD) + products as u32 * self.bk * self.bn) * 4 <= 16384
     }
     pub fn name(&self) -> String {
         format!(
@@ -281,7 +285,7 @@ pub fn pass_shader(
     let threads = match tile {
         Some(t) => {
             let nb = ir.mm.as_ref().map_or(0, |m| m.bs.len()) as u32;
-            let _ = writeln!(s, "var<workgroup> As: array<f32, {}>;", t.bk * t.bm);
+            let _ = writeln!(s, "var<workgroup> As: array<f32, {}>;", t.bk * (t.bm + PAD));
             let _ = writeln!(s, "var<workgroup> Bs: array<f32, {}>;", nb * t.bk * t.bn);
             t.threads()
         }
@@ -447,7 +451,9 @@ impl Emitter<'_> {
     }
 
     /// A matmul pass: tiles of A and B staged in workgroup memory, a `tm × tn` register
-    /// block per invocation, then the epilogue per element of the block, in bounds only.
+    /// block per invocation (rows and columns strided by the thread grid, so neighbouring
+    /// lanes read neighbouring words and store coalesced), then the epilogue per element of
+    /// the block, in bounds only.
     fn matmul(&mut self, t: Tile) -> String {
         let ir = self.ir;
         let Some(mm) = &ir.mm else {
@@ -463,7 +469,8 @@ impl Emitter<'_> {
         let (dm, dn, dk) = (lay.dim(mi), lay.dim(ni), lay.mm_k());
         let _ = writeln!(
             s,
-            "    const BM = {bm}u;\n    const BN = {bn}u;\n    const BK = {bk}u;\n    const TM = {tm}u;\n    const TN = {tn}u;\n    let M = P[{dm}];\n    let N = P[{dn}];\n    let K = P[{dk}];\n    let tiles_n = (N + BN - 1u) / BN;\n    let tiles_m = (M + BM - 1u) / BM;\n    let tn0 = (wid % tiles_n) * BN;\n    let tm0 = ((wid / tiles_n) % tiles_m) * BM;"
+            "    const BM = {bm}u;\n    const BMP = {}u;\n    const BN = {bn}u;\n    const BK = {bk}u;\n    const TM = {tm}u;\n    const TN = {tn}u;\n    let M = P[{dm}];\n    let N = P[{dn}];\n    let K = P[{dk}];\n    let tiles_n = (N + BN - 1u) / BN;\n    let tiles_m = (M + BM - 1u) / BM;\n    let tn0 = (wid % tiles_n) * BN;\n    let tm0 = ((wid / tiles_n) % tiles_m) * BM;",
+            bm + PAD
         );
         let batch: Vec<usize> = (0..r - 2).collect();
         if !batch.is_empty() {
@@ -504,7 +511,7 @@ impl Emitter<'_> {
         let ab = mm.a.buf;
         let _ = writeln!(
             s,
-            "        for (var e = lid; e < BM * BK; e = e + {threads}u) {{\n            let gm = tm0 + e / BK;\n            let gk = k0 + e % BK;\n            var v = 0.0;\n            if (gm < M && gk < K) {{ v = B{ab}[ab + gm * a_rs + gk * a_cs]; }}\n            As[(e % BK) * BM + e / BK] = v;\n        }}"
+            "        for (var e = lid; e < BM * BK; e = e + {threads}u) {{\n            let gm = tm0 + e / BK;\n            let gk = k0 + e % BK;\n            var v = 0.0;\n            if (gm < M && gk < K) {{ v = B{ab}[ab + gm * a_rs + gk * a_cs]; }}\n            As[(e % BK) * BMP + e / BK] = v;\n        }}"
         );
         for (j, b) in mm.bs.iter().enumerate() {
             let buf = b.buf;
@@ -516,19 +523,19 @@ impl Emitter<'_> {
         }
         let _ = writeln!(
             s,
-            "        workgroupBarrier();\n        for (var kk = 0u; kk < BK; kk = kk + 1u) {{\n            var ar: array<f32, {tm}>;\n            for (var i = 0u; i < TM; i = i + 1u) {{ ar[i] = As[kk * BM + ty * TM + i]; }}"
+            "        workgroupBarrier();\n        for (var kk = 0u; kk < BK; kk = kk + 1u) {{\n            var ar: array<f32, {tm}>;\n            for (var i = 0u; i < TM; i = i + 1u) {{ ar[i] = As[kk * BMP + ty + i * (BM / TM)]; }}"
         );
         for j in 0..nb {
             let off = j as u32 * bk * bn;
             let _ = writeln!(
                 s,
-                "            var br{j}: array<f32, {tn}>;\n            for (var jj = 0u; jj < TN; jj = jj + 1u) {{ br{j}[jj] = Bs[{off}u + kk * BN + tx * TN + jj]; }}\n            for (var i = 0u; i < TM; i = i + 1u) {{\n                for (var jj = 0u; jj < TN; jj = jj + 1u) {{ acc{j}[i * TN + jj] = fma(ar[i], br{j}[jj], acc{j}[i * TN + jj]); }}\n            }}"
+                "            var br{j}: array<f32, {tn}>;\n            for (var jj = 0u; jj < TN; jj = jj + 1u) {{ br{j}[jj] = Bs[{off}u + kk * BN + tx + jj * (BN / TN)]; }}\n            for (var i = 0u; i < TM; i = i + 1u) {{\n                for (var jj = 0u; jj < TN; jj = jj + 1u) {{ acc{j}[i * TN + jj] = fma(ar[i], br{j}[jj], acc{j}[i * TN + jj]); }}\n            }}"
             );
         }
         let _ = writeln!(s, "        }}\n        workgroupBarrier();\n    }}");
         let _ = writeln!(
             s,
-            "    for (var i = 0u; i < TM; i = i + 1u) {{\n    for (var jj = 0u; jj < TN; jj = jj + 1u) {{\n    let i{mi} = tm0 + ty * TM + i;\n    let i{ni} = tn0 + tx * TN + jj;\n    if (i{mi} < M && i{ni} < N) {{"
+            "    for (var i = 0u; i < TM; i = i + 1u) {{\n    for (var jj = 0u; jj < TN; jj = jj + 1u) {{\n    let i{mi} = tm0 + ty + i * (BM / TM);\n    let i{ni} = tn0 + tx + jj * (BN / TN);\n    if (i{mi} < M && i{ni} < N) {{"
         );
         let axes: Vec<usize> = (0..r).collect();
         self.bases(&axes, &mut s);
