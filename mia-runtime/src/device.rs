@@ -250,6 +250,45 @@ impl Device {
         }
     }
 
+    /// Runs `f`, waits until the device has finished the work it queued, and returns the GPU
+    /// time of that work: from the start of the first compute pass recorded while `f` ran to
+    /// the end of the last, read from GPU timestamps, so host-side costs (recording,
+    /// submission, waiting) are left out. For benchmarks.
+    ///
+    /// The time is `None` on the CPU and on adapters without timestamp queries
+    /// ([`Device::has_timestamps`]); time the call on the host then. Every pass recorded on
+    /// this device while `f` runs is timed, from any thread; passes queued before are not.
+    /// Scopes neither nest nor overlap (the second is an error), and one scope times at most
+    /// 2048 passes. Outside a scope passes carry no timestamp writes: profiling costs nothing
+    /// unless used.
+    ///
+    /// ```no_run
+    /// # use mia_runtime::{Device, Tensor};
+    /// let dev = Device::gpu()?;
+    /// let x = Tensor::from_vec(&dev, [4], vec![1.0f32, 2.0, 3.0, 4.0])?;
+    /// let (y, gpu_time) = dev.gpu_profile(|| x.reshape([2, 2]))?;
+    /// # let _ = (y, gpu_time);
+    /// # Ok::<(), mia_runtime::Error>(())
+    /// ```
+    pub fn gpu_profile<T>(
+        &self,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<(T, Option<std::time::Duration>)> {
+        match &self.inner {
+            Inner::Cpu => f().map(|out| (out, None)),
+            #[cfg(feature = "gpu")]
+            Inner::Gpu(ctx) if ctx.has(wgpu::Features::TIMESTAMP_QUERY) => {
+                ctx.profile(f).map(|(out, t)| (out, Some(t)))
+            }
+            #[cfg(feature = "gpu")]
+            Inner::Gpu(ctx) => {
+                let out = f()?;
+                ctx.synchronize()?;
+                Ok((out, None))
+            }
+        }
+    }
+
     /// Queues one compute pass (generated code only; see [`crate::rt`]). The WGSL must come from
     /// mia-macros: it is compiled without loop bounding, which is sound only for shaders whose
     /// loops terminate.

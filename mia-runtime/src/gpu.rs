@@ -12,11 +12,14 @@
 //!   are checked by the runtime before recording (binding counts, aliasing, grid size), since an
 //!   error inside the shared encoder would only surface at the flush and fail the whole batch.
 //! - Pipelines are built once per (WGSL module, binding layout) and cached.
+//! - Profiling is opt-in ([`Device::gpu_profile`]): while a scope is open each pass writes GPU
+//!   timestamps at its start and end; otherwise passes carry no timestamp writes at all.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
 
 use wgpu::util::DeviceExt as _;
 
@@ -53,6 +56,27 @@ struct Layout {
 struct Pending {
     encoder: Option<wgpu::CommandEncoder>,
     passes: usize,
+    /// The open profile scope, if any: passes recorded now get timestamp writes.
+    profile: Option<ProfileScope>,
+}
+
+/// Passes one profile scope can time: two timestamps each, within wgpu's query-set maximum.
+const PROFILE_PASSES: u32 = wgpu::QUERY_SET_MAX_QUERIES / 2;
+
+/// Where the passes of an open profile scope write their timestamps.
+struct ProfileScope {
+    query_set: wgpu::QuerySet,
+    /// Passes recorded since the scope opened (those past [`PROFILE_PASSES`] are not timed).
+    passes: u32,
+}
+
+/// The query set and buffers profiling reuses, made on the first profile scope.
+struct Profiler {
+    query_set: wgpu::QuerySet,
+    /// Where the queries resolve to (GPU-only memory).
+    resolved: wgpu::Buffer,
+    /// A host-readable copy of `resolved`.
+    read: wgpu::Buffer,
 }
 
 struct Pipeline {
@@ -76,6 +100,8 @@ pub(crate) struct GpuContext {
     pending: Mutex<Pending>,
     /// Buffers of dropped kernel outputs, for reuse (see `Pooled`).
     free: Mutex<Vec<wgpu::Buffer>>,
+    /// Held for the whole of a profile scope, so scopes neither nest nor overlap.
+    profiler: Mutex<Option<Arc<Profiler>>>,
     lost: Arc<OnceLock<String>>,
 }
 
@@ -193,6 +219,7 @@ impl GpuContext {
             pipelines: Mutex::default(),
             pending: Mutex::default(),
             free: Mutex::default(),
+            profiler: Mutex::default(),
             lost,
         })
     }
@@ -349,11 +376,14 @@ impl GpuContext {
         // Built outside the lock: compiling takes milliseconds to (cold) hundreds of them, and
         // other threads' cached dispatches should not wait. A rare duplicate build is harmless.
         let layout = self.layout(pass.reads, pass.buffers.len())?;
-        // Bounds checks stay on; loop bounding is off because it blocks unrolling in the
-        // driver's compiler (~30x slower tiled matmul) and every module was validated by naga
-        // when the kernel was compiled, with loops bounded by construction.
+        // Bounds checks stay on unless the generator vouches for every index (`in_bounds`:
+        // matmul tiles, whose global accesses are guarded explicitly and whose register and
+        // workgroup arrays are indexed by constant-bound loops; the checks cost ~35% there).
+        // Loop bounding is off because it blocks unrolling in the driver's compiler (~30x
+        // slower tiled matmul) and every module was validated by naga when the kernel was
+        // compiled, with loops bounded by construction.
         let checks = wgpu::ShaderRuntimeChecks {
-            bounds_checks: true,
+            bounds_checks: !pass.in_bounds,
             force_loop_bounding: false,
             ..wgpu::ShaderRuntimeChecks::checked()
         };
@@ -385,6 +415,142 @@ impl GpuContext {
         let pipeline = Arc::new(Pipeline { pipeline, layout });
         let mut pipelines = lock(&self.pipelines);
         Ok(Arc::clone(pipelines.entry(key).or_insert(pipeline)))
+    }
+
+    /// Runs `f` with a profile scope open, waits for the GPU, and returns the time from the
+    /// start of the first pass recorded in the scope to the end of the last (see
+    /// [`Device::gpu_profile`]). The caller checked that the device has timestamp queries.
+    pub(crate) fn profile<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<(T, Duration)> {
+        let busy = || Error::Gpu {
+            context: "opening a GPU profile scope".into(),
+            message: "another profile scope is open; scopes neither nest nor overlap".into(),
+        };
+        let mut slot = match self.profiler.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Err(busy()),
+        };
+        let profiler = match slot.as_ref() {
+            Some(p) => Arc::clone(p),
+            None => Arc::clone(slot.insert(Arc::new(self.new_profiler()?))),
+        };
+        self.check_lost()?;
+        {
+            let mut pending = lock(&self.pending);
+            if pending.profile.is_some() {
+                return Err(busy());
+            }
+            pending.profile = Some(ProfileScope {
+                query_set: profiler.query_set.clone(),
+                passes: 0,
+            });
+        }
+        let out = f();
+        // Closed whatever `f` returned, so later passes are not timed.
+        let passes = lock(&self.pending)
+            .profile
+            .take()
+            .map_or(0, |scope| scope.passes);
+        let out = out?;
+        if passes == 0 {
+            self.synchronize()?;
+            return Ok((out, Duration::ZERO));
+        }
+        if passes > PROFILE_PASSES {
+            self.synchronize()?;
+            return Err(Error::Gpu {
+                context: "reading GPU timestamps".into(),
+                message: format!(
+                    "the profile scope recorded {passes} passes, but at most {PROFILE_PASSES} \
+                     can be timed; profile less work at a time"
+                ),
+            });
+        }
+        let queries = 2 * passes;
+        let bytes = u64::from(queries) * wgpu::QUERY_SIZE as u64;
+        self.check_lost()?;
+        self.scoped(
+            || "resolving GPU timestamps".into(),
+            || {
+                self.flush(|encoder| {
+                    encoder.resolve_query_set(
+                        &profiler.query_set,
+                        0..queries,
+                        &profiler.resolved,
+                        0,
+                    );
+                    encoder.copy_buffer_to_buffer(&profiler.resolved, 0, &profiler.read, 0, bytes);
+                })
+            },
+        )?;
+        self.map_for_reading(&profiler.read, bytes)?;
+        let ticks: Vec<u64> = {
+            let view = profiler
+                .read
+                .get_mapped_range(..bytes)
+                .map_err(|e| Error::ReadBack {
+                    reason: e.to_string(),
+                })?;
+            view.chunks_exact(8)
+                .map(|w| u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]))
+                .collect()
+        };
+        profiler.read.unmap();
+        let start = ticks.iter().step_by(2).copied().min().unwrap_or(0);
+        let end = ticks.iter().skip(1).step_by(2).copied().max().unwrap_or(0);
+        let period_ns = f64::from(self.queue.get_timestamp_period());
+        let ns = end.saturating_sub(start) as f64 * period_ns;
+        Ok((out, Duration::from_nanos(ns.round() as u64)))
+    }
+
+    fn new_profiler(&self) -> Result<Profiler> {
+        let bytes = u64::from(2 * PROFILE_PASSES) * wgpu::QUERY_SIZE as u64;
+        self.scoped(
+            || "creating GPU timestamp queries".into(),
+            || Profiler {
+                query_set: self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("mia profile"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2 * PROFILE_PASSES,
+                }),
+                resolved: self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("mia profile resolve"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                }),
+                read: self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("mia profile read-back"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }),
+            },
+        )
+    }
+
+    /// Maps the first `bytes` of a `MAP_READ` buffer whose copy was submitted, and waits until
+    /// it is readable.
+    fn map_for_reading(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<()> {
+        let read_back = |reason: String| Error::ReadBack { reason };
+        let (tx, rx) = mpsc::channel();
+        buffer.map_async(wgpu::MapMode::Read, ..bytes, move |r| {
+            let _ = tx.send(r);
+        });
+        // The wait covers the copy's submission, and mapping callbacks run inside a poll, but
+        // possibly inside another thread's poll: keep waiting on the channel, polling again
+        // now and then, until the callback arrives (or a minute has passed).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            self.wait("waiting for a read-back")?;
+            self.check_lost()?;
+            if let Ok(r) = rx.recv_timeout(Duration::from_millis(5)) {
+                return r.map_err(|e| read_back(e.to_string()));
+            }
+        }
+        Err(read_back(
+            "the GPU never finished mapping the buffer".into(),
+        ))
     }
 
     pub(crate) fn dispatch(self: &Arc<Self>, pass: &GpuPass<'_>) -> Result<()> {
@@ -483,10 +649,22 @@ impl GpuContext {
 
         let mut pending = lock(&self.pending);
         {
-            let encoder = pending.encoder.get_or_insert_with(|| self.new_encoder());
+            let Pending {
+                encoder, profile, ..
+            } = &mut *pending;
+            let encoder = encoder.get_or_insert_with(|| self.new_encoder());
+            let timestamp_writes = profile.as_mut().and_then(|scope| {
+                let i = scope.passes;
+                scope.passes = scope.passes.saturating_add(1);
+                (i < PROFILE_PASSES).then_some(wgpu::ComputePassTimestampWrites {
+                    query_set: &scope.query_set,
+                    beginning_of_pass_write_index: Some(2 * i),
+                    end_of_pass_write_index: Some(2 * i + 1),
+                })
+            });
             let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(label),
-                timestamp_writes: None,
+                timestamp_writes,
             });
             cpass.set_pipeline(&pipeline.pipeline);
             cpass.set_bind_group(0, &bind_group, &[]);
@@ -645,6 +823,7 @@ impl GpuBuffer {
                 reads: 0,
                 params: &[groups as u32, len as u32, T::POISON.to_bits()],
                 groups,
+                in_bounds: false,
             })?;
         }
         Ok(out)
@@ -708,32 +887,7 @@ impl GpuBuffer {
                 staging
             },
         )?;
-        let (tx, rx) = mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        // The wait covers the copy's submission, and mapping callbacks run inside a poll, but
-        // possibly inside another thread's poll: keep waiting on the channel, polling again
-        // now and then, until the callback arrives (or a minute has passed).
-        let mut mapped = None;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while std::time::Instant::now() < deadline {
-            ctx.wait("waiting for a read-back")?;
-            ctx.check_lost()?;
-            if let Ok(r) = rx.recv_timeout(std::time::Duration::from_millis(5)) {
-                mapped = Some(r);
-                break;
-            }
-        }
-        match mapped {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return Err(read_back(e.to_string())),
-            None => {
-                return Err(read_back(
-                    "the GPU never finished mapping the buffer".into(),
-                ))
-            }
-        }
+        ctx.map_for_reading(&staging, bytes)?;
         let out = {
             let view = staging
                 .get_mapped_range(..)
