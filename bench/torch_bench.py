@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""PyTorch side of mia's benchmark suite, on CUDA.
+
+Reads the JSON that `mia-bench --json` wrote, runs the same cases (same op, same shapes, the
+same input distributions) with PyTorch, and writes a JSON report in mia-bench's schema
+(see mia-bench's crate docs or BENCHMARKS.md), for `mia-bench report` to merge:
+
+    python3 bench/torch_bench.py --mia mia.json --json torch.json
+
+Implementations: `torch-eager`, `torch-compile` (torch.compile, default mode, static shapes),
+`cublas-fp32` for matrix products (TF32 off), `torch-sdpa` for attention
+(F.scaled_dot_product_attention). Every result is checked against the same op run in float64
+before it is timed. Timing: >= 0.5 s of back-to-back warm-up, then the median of 20 samples,
+each sample CUDA events around REPS back-to-back calls divided by REPS (a GPU-side time, as
+mia's timestamps are); wall time is one call plus torch.cuda.synchronize().
+"""
+
+import argparse
+import datetime
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+import zlib
+
+import torch
+import torch.nn.functional as F
+
+SCHEMA = 1
+# Must match mia-bench's cases.rs.
+EPS = 1e-5
+CHAIN_C = 0.75
+REPS = 10
+
+
+def uniform(gen, shape, lo, hi):
+    return torch.rand(shape, generator=gen, device="cuda", dtype=torch.float32) * (hi - lo) + lo
+
+
+def rowwise_inputs(vectors):
+    """x[N, D] in [-4, 4) and vectors of length D in the given ranges (as mia-bench)."""
+
+    def make(shape, gen):
+        n, d = shape["N"], shape["D"]
+        return [uniform(gen, (n, d), -4.0, 4.0)] + [uniform(gen, (d,), lo, hi) for lo, hi in vectors]
+
+    return make
+
+
+def matmul_inputs(shape, gen):
+    m, k, n = shape["M"], shape["K"], shape["N"]
+    return [uniform(gen, (m, k), -1.0, 1.0), uniform(gen, (k, n), -1.0, 1.0)]
+
+
+def linear_gelu_inputs(shape, gen):
+    m, k, n = shape["M"], shape["K"], shape["N"]
+    return [uniform(gen, (m, k), -1.0, 1.0), uniform(gen, (k, n), -1.0, 1.0), uniform(gen, (n,), -1.0, 1.0)]
+
+
+def attention_inputs(shape, gen):
+    """q, k, v of [B, H, S, D] (B defaults to 1)."""
+    dims = (shape.get("B", 1), shape["H"], shape["S"], shape["D"])
+    return [uniform(gen, dims, -1.0, 1.0) for _ in range(3)]
+
+
+def manual_attention(q, k, v):
+    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    return torch.softmax(s, -1) @ v
+
+
+# op -> (inputs, {implementation: function}, tolerance). The float64 reference is the first
+# function run on float64 copies of the inputs.
+OPS = {
+    "bias_gelu": (rowwise_inputs([(-1.0, 1.0)]), lambda x, b: F.gelu(x + b), 1e-5),
+    "chain4": (rowwise_inputs([(0.5, 1.5), (-1.0, 1.0)]), lambda x, a, b: torch.relu(x * a + b) * CHAIN_C, 1e-5),
+    "softmax": (rowwise_inputs([]), lambda x: torch.softmax(x, -1), 1e-5),
+    "layer_norm": (
+        rowwise_inputs([(0.5, 1.5), (-0.5, 0.5)]),
+        lambda x, g, b: F.layer_norm(x, (x.shape[-1],), g, b, EPS),
+        1e-5,
+    ),
+    "rms_norm": (rowwise_inputs([(0.5, 1.5)]), lambda x, g: F.rms_norm(x, (x.shape[-1],), g, EPS), 1e-5),
+    "matmul": (matmul_inputs, lambda a, b: a @ b, 1e-4),
+    "linear_gelu": (linear_gelu_inputs, lambda x, w, b: F.gelu(x @ w + b), 1e-4),
+    "attention": (attention_inputs, manual_attention, 1e-4),
+}
+
+
+def implementations(op, fn):
+    """(name, callable) pairs for an op; torch.compile wraps a fresh function per case."""
+    if op == "matmul":
+        # Eager `a @ b` in fp32 with TF32 off is a cuBLAS SGEMM call.
+        impls = [("cublas-fp32", fn)]
+    else:
+        impls = [("torch-eager", fn)]
+    if op == "attention":
+        impls.append(("torch-sdpa", F.scaled_dot_product_attention))
+    torch._dynamo.reset()
+    impls.append(("torch-compile", torch.compile(fn, dynamic=False)))
+    return impls
+
+
+def rel_error(got, want):
+    num = torch.linalg.vector_norm(got.double() - want).item()
+    den = torch.linalg.vector_norm(want).item()
+    e = num / max(den, sys.float_info.min)
+    return math.inf if math.isnan(e) else e
+
+
+def median_min_max(xs):
+    return statistics.median(xs), min(xs), max(xs)
+
+
+def time_cuda(fn, args, warmup_s, samples):
+    start = time.perf_counter()
+    while True:
+        fn(*args)
+        torch.cuda.synchronize()
+        if time.perf_counter() - start >= warmup_s:
+            break
+    gpu = []
+    for _ in range(samples):
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        for _ in range(REPS):
+            fn(*args)
+        end.record()
+        end.synchronize()
+        gpu.append(begin.elapsed_time(end) / 1e3 / REPS)
+    wall = []
+    for _ in range(samples):
+        t = time.perf_counter()
+        fn(*args)
+        torch.cuda.synchronize()
+        wall.append(time.perf_counter() - t)
+    return gpu, wall
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mia", required=True, help="JSON written by mia-bench --json")
+    ap.add_argument("--json", required=True, help="where to write this run's JSON")
+    ap.add_argument("--filter", default=None, help="only cases whose name contains this")
+    args = ap.parse_args()
+
+    if not torch.cuda.is_available():
+        sys.exit("torch_bench.py: CUDA is not available")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    torch._dynamo.config.cache_size_limit = 64
+
+    with open(args.mia) as f:
+        mia = json.load(f)
+    quick = mia.get("mode") == "quick"
+    warmup_s, samples = (0.05, 3) if quick else (0.5, 20)
+
+    # One entry per case that mia ran on the GPU (else on the CPU), in mia's order.
+    cases = {}
+    for r in mia["records"]:
+        if r["implementation"] != "mia":
+            continue
+        if r["case"] not in cases or r["device"] == "gpu":
+            cases[r["case"]] = r
+    device_name = f"{torch.cuda.get_device_name()} (CUDA, torch {torch.__version__})"
+    records, failures = [], []
+    for name, m in cases.items():
+        if args.filter and args.filter not in name:
+            continue
+        if m["op"] not in OPS:
+            print(f"{name}: no PyTorch version of op `{m['op']}`; skipped", flush=True)
+            continue
+        make, fn, tol = OPS[m["op"]]
+        gen = torch.Generator(device="cuda")
+        gen.manual_seed(zlib.crc32(name.encode()))  # stable per case, like mia-bench's
+        inputs = make(m["shape"], gen)
+        want = fn(*[t.double() for t in inputs])
+        print(f"{name} {m['shape']}", flush=True)
+        for impl, f in implementations(m["op"], fn):
+            try:
+                err = rel_error(f(*inputs), want)
+                if not err <= tol:
+                    raise ValueError(f"wrong result: relative error {err:.3e} exceeds {tol:.0e}")
+                gpu, wall = time_cuda(f, inputs, warmup_s, samples)
+            except Exception as e:  # a failed compile or a wrong result: report, go on
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                print(f"  {impl:<14} FAILED: {msg}", flush=True)
+                failures.append({"case": name, "device": "gpu", "implementation": impl, "message": msg})
+                continue
+            med, lo, hi = median_min_max(gpu)
+            rec = {
+                "case": name,
+                "op": m["op"],
+                "shape": m["shape"],
+                "device": "gpu",
+                "device_name": device_name,
+                "implementation": impl,
+                "passes": None,
+                "timer": "cuda-event",
+                "samples": len(gpu),
+                "median_s": med,
+                "min_s": lo,
+                "max_s": hi,
+                "wall_median_s": statistics.median(wall),
+                "bytes": m["bytes"],
+                "flops": m["flops"],
+                "gb_per_s": m["bytes"] / med / 1e9,
+                "gflop_per_s": m["flops"] / med / 1e9,
+                "rel_error": err,
+                "ratios": {},
+                "note": f"CUDA events around {REPS} back-to-back calls, per call",
+            }
+            records.append(rec)
+            print(
+                f"  {impl:<14} {med * 1e3:10.3f} ms {rec['gb_per_s']:8.1f} GB/s  err {err:.1e}",
+                flush=True,
+            )
+        del inputs, want
+        write_report(args.json, mia, records, failures)
+
+    write_report(args.json, mia, records, failures)
+    print(f"wrote {args.json}: {len(records)} records, {len(failures)} failures", flush=True)
+    sys.exit(1 if failures else 0)
+
+
+def write_report(path, mia, records, failures):
+    """Writes the report so far (after every case, so a run cut short still leaves one)."""
+    report = {
+        "schema": SCHEMA,
+        "tool": f"torch_bench.py (torch {torch.__version__})",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "mode": mia.get("mode", "full"),
+        "command": " ".join(sys.argv),
+        "host": f"{platform.processor() or platform.machine()}, {torch.cuda.get_device_name()}",
+        "records": records,
+        "failures": failures,
+    }
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
