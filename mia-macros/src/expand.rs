@@ -694,6 +694,7 @@ impl Expander<'_> {
                             reads: #reads,
                             params: &__params,
                             groups: __groups as u64,
+                            in_bounds: false,
                         })?;
                     }
                 }
@@ -780,6 +781,7 @@ impl Expander<'_> {
                         reads: #reads,
                         params: &__params,
                         groups: __groups as u64,
+                        in_bounds: true,
                     })
                 };
                 let __t = rt::autotune(&__dev, #label, &[__batches, __d[#mi], __d[#ni], __mk], &[#(#names),*], &__run)?;

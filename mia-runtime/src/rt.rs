@@ -434,6 +434,9 @@ pub struct GpuPass<'a> {
     pub params: &'a [u32],
     /// Workgroups to launch (the runtime lays them out on a 2-D grid when needed).
     pub groups: u64,
+    /// The generator guarantees every index of this shader in range, so the driver's bounds
+    /// checks are left out.
+    pub in_bounds: bool,
 }
 
 /// Without the `gpu` feature generated code still compiles its GPU path, which is never

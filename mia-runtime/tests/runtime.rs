@@ -497,6 +497,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             reads: 1,
             params: &[n as u32, groups as u32],
             groups,
+            in_bounds: false,
         })?;
         Ok(rt::gpu_tensor(x.shape().to_vec(), out))
     }
@@ -612,6 +613,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             reads: 0,
             params: &[],
             groups: 1,
+            in_bounds: false,
         };
         let e = gpu.dispatch(&pass).unwrap_err();
         let msg = e.to_string();
@@ -637,6 +639,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 reads,
                 params: &[8, 1],
                 groups: 1,
+                in_bounds: false,
             }
         }
         // The same buffer bound read-only and read-write in one pass.
