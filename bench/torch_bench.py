@@ -200,6 +200,7 @@ def main():
                 "passes": None,
                 "timer": "cuda-event",
                 "samples": len(gpu),
+                "calls_per_sample": REPS,
                 "median_s": med,
                 "min_s": lo,
                 "max_s": hi,

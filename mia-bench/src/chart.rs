@@ -228,6 +228,7 @@ mod tests {
             passes: None,
             timer: "wall".into(),
             samples: 3,
+            calls_per_sample: 1,
             median_s,
             min_s: median_s,
             max_s: median_s,

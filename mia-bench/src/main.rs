@@ -16,8 +16,8 @@
 //! Inputs are seeded pseudo-random numbers (never zeros), the same in every run. Each
 //! implementation's result is compared with a float64 reference before it is timed
 //! (‖result − reference‖₂/‖reference‖₂ ≤ 1e-5). Each timing warms up for ≥ 0.5 s, then takes
-//! the median of 20 calls (`--quick`: 0.05 s, 3 calls, tiny shapes: a smoke test, not a
-//! measurement). On a GPU, each call is timed from GPU timestamps when the adapter has them
+//! the median of 20 samples (`--quick`: 0.05 s, 3 samples, tiny shapes: a smoke test, not a
+//! measurement). On the CPU a sample is the mean of back-to-back calls lasting ≥ 10 ms. On a GPU, each call is timed from GPU timestamps when the adapter has them
 //! (`Device::gpu_profile`; `timer: "gpu-timestamp"`), and host wall time around a call and a
 //! synchronize is sampled too (`wall_median_s`).
 //!
@@ -43,6 +43,7 @@
 //!       "passes": 1 | null,            // dispatches per call (mia kernels)
 //!       "timer": "gpu-timestamp" | "cuda-event" | "wall",
 //!       "samples": 20, "median_s": ..., "min_s": ..., "max_s": ...,   // from `timer`
+//!       "calls_per_sample": 1,         // back-to-back calls a sample averages (CPU, torch)
 //!       "wall_median_s": ...,          // host time of a call + synchronize
 //!       "bytes": ...,                  // inputs read once + output written once
 //!       "flops": ...,                  // nominal: 2MNK for matmul, ops × elements otherwise

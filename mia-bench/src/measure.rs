@@ -14,6 +14,10 @@ pub struct Method {
     /// mappings and pipelines must be warm.
     pub warmup: Duration,
     pub samples: usize,
+    /// Shortest CPU sample: faster calls are timed in back-to-back batches (the per-call mean
+    /// of each batch is one sample), so that thread wake-ups and timer resolution do not
+    /// dominate sub-millisecond calls.
+    pub min_sample: Duration,
 }
 
 impl Method {
@@ -23,11 +27,13 @@ impl Method {
             Method {
                 warmup: Duration::from_millis(50),
                 samples: 3,
+                min_sample: Duration::from_millis(1),
             }
         } else {
             Method {
                 warmup: Duration::from_millis(500),
                 samples: 20,
+                min_sample: Duration::from_millis(10),
             }
         }
     }
@@ -57,6 +63,8 @@ pub struct Timing {
     pub samples: Vec<f64>,
     /// Host time of each call plus a synchronize.
     pub wall: Vec<f64>,
+    /// Calls each CPU sample averages over (1 on a GPU).
+    pub calls_per_sample: usize,
     /// Why the timer is not the one asked for, if so.
     pub note: Option<String>,
 }
@@ -77,9 +85,10 @@ pub fn stats(samples: &[f64]) -> (f64, f64, f64) {
     (median, s[0], s[n - 1])
 }
 
-/// Times `call` on `dev`: warm-up, then `samples` timed calls. On a GPU each call is followed
-/// by a synchronize; GPU timestamps are read when the adapter has them, and wall time is
-/// sampled separately so that reading timestamps does not inflate it.
+/// Times `call` on `dev`: warm-up, then `samples` timed samples. On the CPU a sample is the
+/// mean of a batch of back-to-back calls lasting at least `min_sample`. On a GPU a sample is
+/// one call followed by a synchronize; GPU timestamps are read when the adapter has them, and
+/// wall time is sampled separately so that reading timestamps does not inflate it.
 pub fn time(dev: &Device, method: Method, mut call: impl FnMut() -> Res<()>) -> Res<Timing> {
     let once = |call: &mut dyn FnMut() -> Res<()>| -> Res<f64> {
         let t = Instant::now();
@@ -88,13 +97,35 @@ pub fn time(dev: &Device, method: Method, mut call: impl FnMut() -> Res<()>) -> 
         Ok(t.elapsed().as_secs_f64())
     };
     let start = Instant::now();
+    let mut calls = 0u32;
     loop {
         once(&mut call)?;
+        calls += 1;
         if start.elapsed() >= method.warmup {
             break;
         }
     }
     let n = method.samples.max(1);
+    if dev.is_cpu() {
+        let per_call = start.elapsed().as_secs_f64() / f64::from(calls);
+        let batch = (method.min_sample.as_secs_f64() / per_call.max(1e-9)).ceil();
+        let batch = batch.clamp(1.0, 10_000.0) as usize;
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            for _ in 0..batch {
+                call()?;
+            }
+            samples.push(t.elapsed().as_secs_f64() / batch as f64);
+        }
+        return Ok(Timing {
+            timer: Timer::Wall,
+            wall: samples.clone(),
+            samples,
+            calls_per_sample: batch,
+            note: None,
+        });
+    }
     let mut gpu = Vec::new();
     if dev.is_gpu() && dev.has_timestamps() {
         for _ in 0..n {
@@ -112,21 +143,21 @@ pub fn time(dev: &Device, method: Method, mut call: impl FnMut() -> Res<()>) -> 
             timer: Timer::GpuTimestamp,
             samples: gpu,
             wall,
+            calls_per_sample: 1,
             note: None,
         }
     } else {
-        let note = if dev.is_cpu() {
-            None
-        } else if dev.has_timestamps() {
-            Some("the adapter returned empty timestamps: wall time".to_string())
+        let note = if dev.has_timestamps() {
+            "the adapter returned empty timestamps: wall time"
         } else {
-            Some("the adapter has no timestamp queries: wall time".to_string())
+            "the adapter has no timestamp queries: wall time"
         };
         Timing {
             timer: Timer::Wall,
             samples: wall.clone(),
             wall,
-            note,
+            calls_per_sample: 1,
+            note: Some(note.to_string()),
         }
     })
 }
@@ -148,6 +179,7 @@ mod tests {
         let m = Method {
             warmup: Duration::ZERO,
             samples: 4,
+            min_sample: Duration::ZERO,
         };
         let t = time(&Device::cpu(), m, || {
             calls += 1;
@@ -156,6 +188,7 @@ mod tests {
         .unwrap();
         assert_eq!(t.timer, Timer::Wall);
         assert_eq!((t.samples.len(), t.wall.len(), calls), (4, 4, 5));
+        assert_eq!(t.calls_per_sample, 1);
         assert!(t.note.is_none());
     }
 }

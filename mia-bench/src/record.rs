@@ -81,6 +81,9 @@ pub struct Record {
     /// call and a synchronize).
     pub timer: String,
     pub samples: usize,
+    /// Back-to-back calls each sample averages over (CPU: enough for ≥ 10 ms; PyTorch: 10).
+    #[serde(default = "one")]
+    pub calls_per_sample: usize,
     pub median_s: f64,
     pub min_s: f64,
     pub max_s: f64,
@@ -106,6 +109,10 @@ pub struct Record {
     /// Anything a reader must know to interpret the numbers (e.g. no timestamp queries).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// A case that produced a wrong result or failed to run.
@@ -189,6 +196,7 @@ mod tests {
             passes: None,
             timer: "wall".into(),
             samples: 3,
+            calls_per_sample: 1,
             median_s,
             min_s: median_s,
             max_s: median_s,

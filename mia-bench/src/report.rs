@@ -87,8 +87,19 @@ fn summary_rows(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
 /// Every record: one row per implementation.
 fn detail_rows(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
     let header = [
-        "device", "case", "impl", "passes", "median", "min", "max", "wall", "GB/s", "GFLOP/s",
-        "rel. err", "timer",
+        "device",
+        "case",
+        "impl",
+        "passes",
+        "median",
+        "min",
+        "max",
+        "wall",
+        "GB/s",
+        "GFLOP/s",
+        "rel. err",
+        "timer",
+        "calls/sample",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -110,6 +121,7 @@ fn detail_rows(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
                 format!("{:.1}", r.gflop_per_s),
                 r.rel_error.map_or("–".into(), |e| format!("{e:.1e}")),
                 r.timer.clone(),
+                r.calls_per_sample.to_string(),
             ]
         })
         .collect();

@@ -152,6 +152,7 @@ fn record(case: &Case, dev: &Device, m: Measured<'_>) -> Record {
         passes,
         timer: timing.timer.name().to_string(),
         samples: timing.samples.len(),
+        calls_per_sample: timing.calls_per_sample,
         median_s: median,
         min_s: min,
         max_s: max,
