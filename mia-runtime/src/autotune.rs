@@ -68,7 +68,7 @@ fn save_to(dir: &Path, map: &HashMap<String, String>) {
     let mut lines: Vec<String> = map.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();
     lines.sort();
     let tmp = dir.join(format!("{FILE}.{}.tmp", std::process::id()));
-    let ok = std::fs::create_dir_all(&dir).is_ok() && std::fs::write(&tmp, lines.concat()).is_ok();
+    let ok = std::fs::create_dir_all(dir).is_ok() && std::fs::write(&tmp, lines.concat()).is_ok();
     if !ok || std::fs::rename(&tmp, dir.join(FILE)).is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

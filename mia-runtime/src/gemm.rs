@@ -215,13 +215,12 @@ thread_local! {
 fn pack_a(
     dst: &mut [f32],
     mr: usize,
-    src: &[f32],
+    a: &Operand,
     off: usize,
-    rs: usize,
-    cs: usize,
     (i0, mc): (usize, usize),
     (p0, kc): (usize, usize),
 ) {
+    let (src, rs, cs) = (a.data, a.rs, a.cs);
     for (pi, panel) in dst
         .chunks_exact_mut(mr * kc)
         .enumerate()
@@ -250,13 +249,12 @@ fn pack_a(
 fn pack_b(
     dst: &mut [f32],
     nr: usize,
-    src: &[f32],
+    b: &Operand,
     off: usize,
-    rs: usize,
-    cs: usize,
     (p0, kc): (usize, usize),
     (j0, nc): (usize, usize),
 ) {
+    let (src, rs, cs) = (b.data, b.rs, b.cs);
     for (pj, panel) in dst
         .chunks_exact_mut(nr * kc)
         .enumerate()
@@ -330,19 +328,10 @@ fn tiled<K: Micro, const NB: usize, F>(
             let aoff = batch_offset(bi, d.batch, a.batch_strides);
             for p0 in (0..d.k).step_by(KC) {
                 let kc = (d.k - p0).min(KC);
-                pack_a(pa, K::MR, a.data, aoff, a.rs, a.cs, (i0, mc), (p0, kc));
+                pack_a(pa, K::MR, &a, aoff, (i0, mc), (p0, kc));
                 for (j, bj) in b.iter().enumerate() {
                     let boff = batch_offset(bi, d.batch, bj.batch_strides);
-                    pack_b(
-                        pb,
-                        K::NR,
-                        bj.data,
-                        boff,
-                        bj.rs,
-                        bj.cs,
-                        (p0, kc),
-                        (j0, ncols),
-                    );
+                    pack_b(pb, K::NR, bj, boff, (p0, kc), (j0, ncols));
                     let tile = &mut tiles[j * mcp * ncp..(j + 1) * mcp * ncp];
                     for (pj, bpanel) in pb.chunks_exact(K::NR * kc).take(ncp / K::NR).enumerate() {
                         for (pi, apanel) in
