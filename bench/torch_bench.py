@@ -12,7 +12,10 @@ Implementations: `torch-eager`, `torch-compile` (torch.compile, default mode, st
 (F.scaled_dot_product_attention). Every result is checked against the same op run in float64
 before it is timed. Timing: >= 0.5 s of back-to-back warm-up, then the median of 20 samples,
 each sample CUDA events around REPS back-to-back calls divided by REPS (a GPU-side time, as
-mia's timestamps are); wall time is one call plus torch.cuda.synchronize().
+mia's timestamps are). Each sample first queues a ~2 ms GPU spin (torch.cuda._sleep), so the
+host has queued all REPS calls before the GPU reaches them: the sample measures the kernels,
+not the host's launch overhead (torch.compile's guards and launcher cost tens of µs per call,
+as long as these kernels run). Wall time is one call plus torch.cuda.synchronize().
 """
 
 import argparse
@@ -33,6 +36,8 @@ SCHEMA = 1
 EPS = 1e-5
 CHAIN_C = 0.75
 REPS = 10
+# GPU cycles to spin before each sample (about 2 ms at H100 clocks).
+SPIN_CYCLES = 4_000_000
 
 
 def uniform(gen, shape, lo, hi):
@@ -121,8 +126,11 @@ def time_cuda(fn, args, warmup_s, samples):
         if time.perf_counter() - start >= warmup_s:
             break
     gpu = []
+    spin = getattr(torch.cuda, "_sleep", None)
     for _ in range(samples):
         begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        if spin is not None:
+            spin(SPIN_CYCLES)
         begin.record()
         for _ in range(REPS):
             fn(*args)
@@ -135,7 +143,7 @@ def time_cuda(fn, args, warmup_s, samples):
         fn(*args)
         torch.cuda.synchronize()
         wall.append(time.perf_counter() - t)
-    return gpu, wall
+    return gpu, wall, spin is not None
 
 
 def main():
@@ -183,7 +191,7 @@ def main():
                 err = rel_error(f(*inputs), want)
                 if not err <= tol:
                     raise ValueError(f"wrong result: relative error {err:.3e} exceeds {tol:.0e}")
-                gpu, wall = time_cuda(f, inputs, warmup_s, samples)
+                gpu, wall, spun = time_cuda(f, inputs, warmup_s, samples)
             except Exception as e:  # a failed compile or a wrong result: report, go on
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 print(f"  {impl:<14} FAILED: {msg}", flush=True)
@@ -211,7 +219,8 @@ def main():
                 "gflop_per_s": m["flops"] / med / 1e9,
                 "rel_error": err,
                 "ratios": {},
-                "note": f"CUDA events around {REPS} back-to-back calls, per call",
+                "note": f"CUDA events around {REPS} back-to-back calls, per call"
+                + (", queued behind a GPU spin" if spun else ", no torch.cuda._sleep: may include launch gaps"),
             }
             records.append(rec)
             print(
