@@ -299,7 +299,6 @@ pub mod nd {
 // gemm: candle's CPU matrix product.
 
 /// `c[M, N] = a[M, K] · b[K, N]`, row-major, through the `gemm` crate on rayon's threads.
-#[allow(dead_code, reason = "the matmul cases (issue 4) use it")]
 pub fn gemm_f32(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) -> Res<()> {
     let (Some(mk), Some(kn), Some(mn)) = (m.checked_mul(k), k.checked_mul(n), m.checked_mul(n))
     else {
@@ -353,11 +352,26 @@ pub fn gemm_f32(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usiz
 }
 
 /// The matmul case's `gemm` implementation: inputs `a[M, K]`, `b[K, N]`.
-#[allow(dead_code, reason = "the matmul cases (issue 4) use it")]
 pub fn gemm_matmul(t: &[HostTensor], out: &mut Vec<f32>) -> Res<()> {
     let (a, b) = (arg(t, 0)?, arg(t, 1)?);
     let [m, k] = a.dims2()?;
     let [_, n] = b.dims2()?;
     out.resize(m * n, 0.0);
     gemm_f32(&a.data, &b.data, out, m, k, n)
+}
+
+/// `gemm` then a separate rayon pass for bias + exact GELU: the unfused CPU alternative to a
+/// fused epilogue.
+pub fn gemm_bias_gelu(t: &[HostTensor], out: &mut Vec<f32>) -> Res<()> {
+    gemm_matmul(t, out)?;
+    let b = arg(t, 2)?;
+    if b.data.is_empty() {
+        return Ok(());
+    }
+    out.par_chunks_mut(b.data.len()).for_each(|row| {
+        for (v, &bv) in row.iter_mut().zip(&b.data) {
+            *v = mia_runtime::math::gelu(*v + bv);
+        }
+    });
+    Ok(())
 }

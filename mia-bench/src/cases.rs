@@ -47,7 +47,6 @@ pub enum Bound {
     /// Bytes: compared with a copy of the same bytes.
     Memory,
     /// Arithmetic (matrix products): compared with peers only.
-    #[allow(dead_code, reason = "the matmul cases (issue 4) use it")]
     Compute,
 }
 
@@ -160,8 +159,26 @@ pub fn suite(quick: bool) -> Vec<Case> {
             cases.push(make((elems / d).max(1), d));
         }
     }
-    // Matrix products, linear+GELU and attention are added here by their own constructors
-    // (see the crate docs for a matmul entry).
+    // Matrix products at transformer shapes (MiniLM's 128 tokens × 384 ↔ 1536) and squares.
+    let squares: &[usize] = if quick { &[64] } else { &[1024, 4096] };
+    for &(m, k, n) in &[(128, 384, 1536), (128, 1536, 384)] {
+        cases.push(matmul(m, k, n));
+    }
+    for &s in squares {
+        cases.push(matmul(s, s, s));
+    }
+    cases.push(linear_gelu(128, 384, 1536));
+    if !quick {
+        cases.push(linear_gelu(4096, 1024, 4096));
+    }
+    // Attention per head: 16 heads of 64, sequence 256 (quick: 2 heads of 16, sequence 32);
+    // the long-sequence case is GPU-sized.
+    if quick {
+        cases.push(attention(2, 32, 16));
+    } else {
+        cases.push(attention(16, 256, 64));
+        cases.push(attention(16, 4096, 64));
+    }
     cases
 }
 
@@ -324,7 +341,76 @@ pub fn rms_norm(n: usize, d: usize) -> Case {
 /// A matrix product `a[M, K] · b[K, N]` without its mia implementation: the `gemm` baseline
 /// and the float64 reference, for the matmul entries to extend with
 /// `impls.insert(0, Impl::mia(imp::MIA, ...))`.
-#[allow(dead_code, reason = "the matmul cases (issue 4) use it")]
+/// `a · b` against the gemm crate.
+pub fn matmul(m: usize, k: usize, n: usize) -> Case {
+    let mut case = matmul_baselines(m, k, n);
+    case.impls.insert(
+        0,
+        Impl::mia(imp::MIA, mia_kernels::matmul::plan, |t| {
+            Ok(mia_kernels::matmul(arg(t, 0)?, arg(t, 1)?)?)
+        }),
+    );
+    case
+}
+
+/// `gelu(x · w + b)`: one dispatch in mia, against fusion off and gemm plus a separate pass.
+pub fn linear_gelu(m: usize, k: usize, n: usize) -> Case {
+    let mut case = matmul_baselines(m, k, n);
+    case.name = format!("linear_gelu/{m}x{k}x{n}");
+    case.op = "linear_gelu";
+    case.inputs.push(Input::uniform(&[n], -1.0, 1.0));
+    case.reference = reference::linear_gelu;
+    case.flops += 8 * (m * n) as u64;
+    case.impls = vec![
+        Impl::mia(imp::MIA, mia_kernels::linear_gelu::plan, |t| {
+            Ok(mia_kernels::linear_gelu(
+                arg(t, 0)?,
+                arg(t, 1)?,
+                arg(t, 2)?,
+            )?)
+        }),
+        Impl::mia(imp::FUSION_OFF, kernels::linear_gelu_unfused::plan, |t| {
+            Ok(kernels::linear_gelu_unfused(
+                arg(t, 0)?,
+                arg(t, 1)?,
+                arg(t, 2)?,
+            )?)
+        }),
+        Impl::host(imp::GEMM_THEN_PASS, baselines::gemm_bias_gelu),
+    ];
+    case
+}
+
+/// `softmax(q·kᵀ/√d)·v` over `h` heads of `s` positions and width `d`.
+pub fn attention(h: usize, s: usize, d: usize) -> Case {
+    let shape = [h, s, d];
+    Case {
+        name: format!("attention/{h}x{s}x{d}"),
+        op: "attention",
+        dims: vec![("H", h), ("S", s), ("D", d)],
+        inputs: vec![
+            Input::uniform(&shape, -1.0, 1.0),
+            Input::uniform(&shape, -1.0, 1.0),
+            Input::uniform(&shape, -1.0, 1.0),
+        ],
+        output_len: h * s * d,
+        reference: reference::attention,
+        tolerance: 1e-5,
+        // Two products, plus the softmax's ~5 flops per score.
+        flops: (4 * h * s * s * d + 5 * h * s * s) as u64,
+        bound: Bound::Compute,
+        impls: vec![Impl::mia(imp::MIA, mia_kernels::attention::plan, |t| {
+            let scale = 1.0 / (arg(t, 0)?.shape()[2] as f32).sqrt();
+            Ok(mia_kernels::attention(
+                arg(t, 0)?,
+                arg(t, 1)?,
+                arg(t, 2)?,
+                scale,
+            )?)
+        })],
+    }
+}
+
 pub fn matmul_baselines(m: usize, k: usize, n: usize) -> Case {
     Case {
         name: format!("matmul/{m}x{k}x{n}"),
@@ -350,7 +436,7 @@ mod tests {
     #[test]
     fn suite_names_are_unique_and_subject_first() {
         let cases = suite(true);
-        assert_eq!(cases.len(), 15);
+        assert_eq!(cases.len(), 20);
         let mut names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
         names.sort();
         names.dedup();

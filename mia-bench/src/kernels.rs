@@ -57,3 +57,13 @@ pub fn rms_norm_unfused(
 ) -> Tensor<f32, N, D> {
     rms_norm(x, gamma, eps)
 }
+
+/// `mia_kernels::linear_gelu` unfused: the product, the bias add and GELU as three passes.
+#[kernel(fusion = false)]
+pub fn linear_gelu_unfused(
+    x: Tensor<f32, M, K>,
+    w: Tensor<f32, K, N>,
+    bias: Tensor<f32, N>,
+) -> Tensor<f32, M, N> {
+    gelu(matmul(x, w) + bias)
+}

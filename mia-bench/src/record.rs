@@ -19,6 +19,8 @@ pub mod imp {
     pub const HAND_LOOP: &str = "hand-loop";
     pub const NDARRAY: &str = "ndarray";
     pub const GEMM: &str = "gemm";
+    /// `gemm` followed by a separate bias + GELU pass (what an unfused library does).
+    pub const GEMM_THEN_PASS: &str = "gemm+pass";
     pub const ROOFLINE: &str = "roofline-copy";
     pub const TORCH_EAGER: &str = "torch-eager";
     pub const TORCH_COMPILE: &str = "torch-compile";

@@ -102,7 +102,6 @@ pub fn rms_norm(t: &[HostTensor], eps: f32) -> Res<Vec<f64>> {
 }
 
 /// `a[M, K] · b[K, N]`, for matmul cases.
-#[allow(dead_code, reason = "the matmul cases (issue 4) use it")]
 pub fn matmul(t: &[HostTensor]) -> Res<Vec<f64>> {
     let (a, b) = (arg(t, 0)?, arg(t, 1)?);
     let [m, k] = a.dims2()?;
@@ -119,6 +118,67 @@ pub fn matmul(t: &[HostTensor]) -> Res<Vec<f64>> {
             let av = a.data[i * k + p] as f64;
             for (o, &bv) in row.iter_mut().zip(&b.data[p * n..(p + 1) * n]) {
                 *o += av * bv as f64;
+            }
+        }
+    });
+    Ok(out)
+}
+
+/// `gelu(x · w + b)` in float64.
+pub fn linear_gelu(t: &[HostTensor]) -> Res<Vec<f64>> {
+    let mut y = matmul(t)?;
+    let b = arg(t, 2)?;
+    let n = b.data.len();
+    if n == 0 {
+        return Ok(y);
+    }
+    y.par_chunks_mut(n).for_each(|row| {
+        for (v, &bv) in row.iter_mut().zip(&b.data) {
+            *v = mia_runtime::testing::reference::gelu64(*v + bv as f64);
+        }
+    });
+    Ok(y)
+}
+
+/// `softmax(q·kᵀ/√d)·v` per head, in float64; q, k, v are `[H, S, D]`.
+pub fn attention(t: &[HostTensor]) -> Res<Vec<f64>> {
+    let (q, k, v) = (arg(t, 0)?, arg(t, 1)?, arg(t, 2)?);
+    let [h, s, d] = match q.shape[..] {
+        [h, s, d] => [h, s, d],
+        _ => {
+            return Err(format!(
+                "attention reference: q has shape {:?}, not [H, S, D]",
+                q.shape
+            )
+            .into())
+        }
+    };
+    let scale = (1.0 / (d as f32).sqrt()) as f64;
+    let mut out = vec![0.0f64; h * s * d];
+    if d == 0 {
+        return Ok(out);
+    }
+    out.par_chunks_mut(d).enumerate().for_each(|(row, o)| {
+        let (hh, i) = (row / s, row % s);
+        let base = hh * s * d;
+        let qi = &q.data[base + i * d..base + (i + 1) * d];
+        let scores: Vec<f64> = (0..s)
+            .map(|j| {
+                let kj = &k.data[base + j * d..base + (j + 1) * d];
+                qi.iter()
+                    .zip(kj)
+                    .map(|(&a, &b)| a as f64 * b as f64)
+                    .sum::<f64>()
+                    * scale
+            })
+            .collect();
+        let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = scores.iter().map(|x| (x - mx).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        for (j, w) in e.iter().enumerate() {
+            let vj = &v.data[base + j * d..base + (j + 1) * d];
+            for (acc, &x) in o.iter_mut().zip(vj) {
+                *acc += w / sum * x as f64;
             }
         }
     });
