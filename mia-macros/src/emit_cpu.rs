@@ -192,14 +192,7 @@ fn epilogue_body(ir: &PassIr) -> TokenStream {
     let im = format_ident!("i{}", r - 2);
     let outer: Vec<usize> = (0..ax).collect();
     let bases = bases(ir, &outer);
-    let targets: Vec<usize> = ir.stores.iter().map(|(_, v)| *v).collect();
-    let insts = ir.needed(&targets, |l| l != Level::Uniform);
-    let uniform = emit_insts(
-        ir,
-        &ir.needed(&targets, |l| l == Level::Uniform),
-        &|_, _| quote!(),
-    );
-    let seg = segment(ir, ax, &insts, &Tail::Stores);
+    let (uniform, seg) = store_segment(ir, ax);
     quote! {
         #uniform
         let r = bi;
@@ -254,12 +247,9 @@ fn unravel(axes: &[usize]) -> TokenStream {
     out
 }
 
-fn elementwise_body(ir: &PassIr) -> TokenStream {
-    let r = ir.dims.len();
-    let ax = r - 1;
-    let outer: Vec<usize> = (0..ax).collect();
-    let unr = unravel(&outer);
-    let bases = bases(ir, &outer);
+/// The per-call values, and the loop over a row segment writing every store, of a pass that
+/// stores elementwise.
+fn store_segment(ir: &PassIr, ax: usize) -> (TokenStream, TokenStream) {
     let targets: Vec<usize> = ir.stores.iter().map(|(_, v)| *v).collect();
     let insts = ir.needed(&targets, |l| l != Level::Uniform);
     let uniform = emit_insts(
@@ -267,7 +257,16 @@ fn elementwise_body(ir: &PassIr) -> TokenStream {
         &ir.needed(&targets, |l| l == Level::Uniform),
         &|_, _| quote!(),
     );
-    let seg = segment(ir, ax, &insts, &Tail::Stores);
+    (uniform, segment(ir, ax, &insts, &Tail::Stores))
+}
+
+fn elementwise_body(ir: &PassIr) -> TokenStream {
+    let r = ir.dims.len();
+    let ax = r - 1;
+    let outer: Vec<usize> = (0..ax).collect();
+    let unr = unravel(&outer);
+    let bases = bases(ir, &outer);
+    let (uniform, seg) = store_segment(ir, ax);
     quote! {
         #uniform
         let n = d[#ax];

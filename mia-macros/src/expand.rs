@@ -647,19 +647,7 @@ impl Expander<'_> {
                 .chain(ir.stores.iter().map(|(a, _)| a))
                 .map(|a| bindings.iter().position(|&b| b == a.buf).unwrap_or(0))
                 .collect();
-            let lens: Vec<TokenStream> = bindings
-                .iter()
-                .map(|&b| match self.f.buffers[b].kind {
-                    BufKind::Input(i) => {
-                        let id = &tparams[i].0;
-                        quote!(#id.len())
-                    }
-                    _ => {
-                        let len = format_ident!("__len{}", b);
-                        quote!(#len)
-                    }
-                })
-                .collect();
+            let lens = self.buffer_lens(&bindings);
             let na = binding_of.len();
             let access_strides: Vec<TokenStream> = (0..na).map(|a| quote!(&__st[#a][..])).collect();
             out.extend(quote! {
@@ -708,6 +696,23 @@ impl Expander<'_> {
         out
     }
 
+    /// The element count of each of `bufs` at run time.
+    fn buffer_lens(&self, bufs: &[usize]) -> Vec<TokenStream> {
+        let tparams = self.tensor_params();
+        bufs.iter()
+            .map(|&b| match self.f.buffers[b].kind {
+                BufKind::Input(i) => {
+                    let id = &tparams[i].0;
+                    quote!(#id.len())
+                }
+                _ => {
+                    let len = format_ident!("__len{}", b);
+                    quote!(#len)
+                }
+            })
+            .collect()
+    }
+
     /// A matmul pass: one dispatch with every buffer bound whole, with the tiling that
     /// autotune picks for this device and shape bucket.
     #[allow(clippy::too_many_arguments)]
@@ -721,27 +726,13 @@ impl Expander<'_> {
         reads: usize,
         scalar_bits: &[TokenStream],
     ) -> TokenStream {
-        let tparams = self.tensor_params();
         let lay = Layout::of(ir);
         let label = format!("{name}/pass{p}");
         let r = ir.dims.len();
         let (nbo, mi, ni) = (r - 2, r - 2, r - 1);
         let na = lay.accesses;
-        let lens: Vec<TokenStream> = lay
-            .reads
-            .iter()
-            .chain(&lay.writes)
-            .map(|&b| match self.f.buffers[b].kind {
-                BufKind::Input(i) => {
-                    let id = &tparams[i].0;
-                    quote!(#id.len())
-                }
-                _ => {
-                    let len = format_ident!("__len{}", b);
-                    quote!(#len)
-                }
-            })
-            .collect();
+        let bindings: Vec<usize> = lay.reads.iter().chain(&lay.writes).copied().collect();
+        let lens = self.buffer_lens(&bindings);
         let forms: Vec<usize> = self.tile_forms[p].iter().map(|f| f.0).collect();
         let tiles: Vec<emit_wgsl::Tile> = self.tile_forms[p].iter().map(|f| f.1).collect();
         let sizes: Vec<TokenStream> = tiles
