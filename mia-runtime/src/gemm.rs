@@ -30,8 +30,10 @@ pub struct Dims<'a> {
 
 /// Depth of a packed block (the B micro-panel, `KC × NR`, stays in L1).
 const KC: usize = 256;
-/// Rows of a packed A block: a multiple of both microkernels' `MR`.
+/// Rows of a packed A block: a multiple of every microkernel's `MR`.
 const MC: usize = 144;
+/// Smaller row blocks for short, wide-K products (all multiples of every kernel's `MR`).
+const ROW_STEPS: [usize; 3] = [96, 48, 24];
 /// Products below this many multiply-adds run on the calling thread.
 const SERIAL_FLOPS: usize = 1 << 18;
 
@@ -281,16 +283,25 @@ fn pack_b(
     }
 }
 
-/// Output tile width: wide enough to amortise packing, narrow enough to give every thread
-/// work.
-fn tile_cols(d: &Dims, batches: usize, nr: usize) -> usize {
-    let threads = rayon::current_num_threads().max(1);
-    let row_tiles = batches * d.m.div_ceil(MC);
-    let mut nc = 512;
-    while nc > nr * 4 && row_tiles * d.n.div_ceil(nc) < 2 * threads {
+/// Output tile size `(rows, cols)`: as large as keeps every thread busy (two tiles per
+/// thread): columns shrink first (to 128), then rows (down to 24), then columns again.
+fn tile_size(d: &Dims, batches: usize, nr: usize) -> (usize, usize) {
+    let want = 2 * rayon::current_num_threads().max(1);
+    let tasks = |mc: usize, nc: usize| batches * d.m.div_ceil(mc) * d.n.div_ceil(nc);
+    let (mut mc, mut nc) = (MC, 512);
+    while nc > 128 && tasks(mc, nc) < want {
         nc /= 2;
     }
-    nc.min(d.n.div_ceil(nr) * nr)
+    for rows in ROW_STEPS {
+        if tasks(mc, nc) >= want {
+            break;
+        }
+        mc = rows;
+    }
+    while nc > nr * 4 && tasks(mc, nc) < want {
+        nc /= 2;
+    }
+    (mc, nc.min(d.n.div_ceil(nr) * nr))
 }
 
 fn tiled<K: Micro, const NB: usize, F>(
@@ -303,13 +314,13 @@ fn tiled<K: Micro, const NB: usize, F>(
     F: Fn(usize, usize, usize, &[&[f32]; NB]) + Sync,
 {
     use rayon::prelude::*;
-    let nc = tile_cols(&d, batches, K::NR);
-    let (mt, nt) = (d.m.div_ceil(MC), d.n.div_ceil(nc));
+    let (mcb, nc) = tile_size(&d, batches, K::NR);
+    let (mt, nt) = (d.m.div_ceil(mcb), d.n.div_ceil(nc));
     let tasks = batches * mt * nt;
     let task = |t: usize| {
         let (bi, rest) = (t / (mt * nt), t % (mt * nt));
-        let (i0, j0) = ((rest / nt) * MC, (rest % nt) * nc);
-        let (mc, ncols) = ((d.m - i0).min(MC), (d.n - j0).min(nc));
+        let (i0, j0) = ((rest / nt) * mcb, (rest % nt) * nc);
+        let (mc, ncols) = ((d.m - i0).min(mcb), (d.n - j0).min(nc));
         let mcp = mc.div_ceil(K::MR) * K::MR;
         let ncp = ncols.div_ceil(K::NR) * K::NR;
         let kcmax = d.k.clamp(1, KC);
