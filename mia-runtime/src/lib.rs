@@ -3,6 +3,7 @@
 //!
 //! Users depend on this crate only; it re-exports the macros.
 
+mod attention;
 mod autotune;
 mod chunk;
 mod device;

@@ -382,6 +382,7 @@ pub fn parallel_for(n: usize, cost: usize, f: impl Fn(std::ops::Range<usize>) + 
 }
 
 pub use crate::gemm::{matmul, Dims as MatDims, Operand as MatOperand};
+pub use crate::attention::{attention, gpu_attention, AttnArgs, AttnDims, AttnOut, GpuOperand};
 
 /// Elements of work below which [`parallel_for`] stays on the calling thread.
 pub const PARALLEL_THRESHOLD: usize = 32 * 1024;
