@@ -16,12 +16,24 @@ mia's timestamps are). Each sample first queues a ~2 ms GPU spin (torch.cuda._sl
 host has queued all REPS calls before the GPU reaches them: the sample measures the kernels,
 not the host's launch overhead (torch.compile's guards and launcher cost tens of µs per call,
 as long as these kernels run). Wall time is one call plus torch.cuda.synchronize().
+
+`--minilm DIR` (the unzipped all-MiniLM-L6-v2 model.zip, see README.md) adds the whole-model
+case: sentence-transformers' module pipeline (BERT encoder, mean pooling, L2 normalisation),
+PyTorch eager, on pre-tokenized 128-token sentences (tokenization not timed) at batch 1 and 32,
+on CUDA and on the CPU with `--cpu-threads` threads (default: every core this process may use,
+as rayon's default on the Rust side). Its output is first checked against
+shared/minilm/reference.json. Timing: warm-up as above, then the median of the samples, each
+one call followed by a synchronize (host clock); records carry `sentences_per_s`. `--mia` may be
+left out to run only this case:
+
+    python3 bench/torch_bench.py --minilm target/minilm-model --json torch-minilm.json
 """
 
 import argparse
 import datetime
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -146,12 +158,154 @@ def time_cuda(fn, args, warmup_s, samples):
     return gpu, wall, spin is not None
 
 
+MINILM_T = 128
+MINILM_BATCHES = (1, 32)
+# The float64 reference the Rust tests use: mia's tolerance for a float32 forward.
+MINILM_REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../shared/minilm/reference.json")
+MINILM_MAX_ABS = 1e-4
+
+
+def minilm_inputs(model, batch, device):
+    """`batch` copies of a sentence of exactly MINILM_T tokens ([CLS] … [SEP]), as features."""
+    words = "the quick brown fox jumps over the lazy dog while kernels fuse "
+    text = words * (MINILM_T // 4)  # > MINILM_T word pieces before truncation
+    feats = model.tokenizer(
+        [text] * batch, padding="max_length", truncation=True, max_length=MINILM_T, return_tensors="pt"
+    )
+    assert feats["input_ids"].shape == (batch, MINILM_T), feats["input_ids"].shape
+    return {k: v.to(device) for k, v in feats.items()}
+
+
+def minilm_check(model, device):
+    """Max |component - reference| over shared/minilm/reference.json's sentences."""
+    with open(MINILM_REFERENCE) as f:
+        cases = json.load(f)["cases"]
+    got = model.encode([c["text"] for c in cases], batch_size=len(cases), convert_to_tensor=True, device=device)
+    want = torch.tensor([c["embedding"] for c in cases], dtype=torch.float64)
+    return (got.double().cpu() - want).abs().max().item()
+
+
+def minilm_cost(model, batch):
+    """(bytes, flops) of one forward: every weight read once plus inputs and output; 2 flops
+    per multiply-add of the linear layers and of the two attention products."""
+    params = sum(p.numel() for p in model.parameters())
+    cfg = model[0].auto_model.config
+    h, f, layers, t = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, MINILM_T
+    per_layer = 2 * t * (4 * h * h + 2 * h * f) + 2 * 2 * t * t * h
+    return 4 * params + batch * t * 4 * 3 + batch * h * 4, batch * layers * per_layer
+
+
+def minilm_records(model_dir, threads, warmup_s, samples):
+    """sentences/s of sentence-transformers' all-MiniLM-L6-v2, eager, on CUDA and the CPU."""
+    from sentence_transformers import SentenceTransformer  # only this case needs it
+
+    torch.set_num_threads(threads)
+    records, failures = [], []
+    targets = [("gpu", "cuda")] if torch.cuda.is_available() else []
+    targets.append(("cpu", "cpu"))
+    for dev, torch_dev in targets:
+        if dev == "gpu":
+            device_name = f"{torch.cuda.get_device_name()} (CUDA, torch {torch.__version__})"
+            sync = torch.cuda.synchronize
+        else:
+            device_name = f"{platform.processor() or platform.machine()} ({threads} threads, torch {torch.__version__})"
+            sync = lambda: None  # noqa: E731
+        model = SentenceTransformer(model_dir, device=torch_dev)
+        model.eval()
+        try:
+            err = minilm_check(model, torch_dev)
+            if not err <= MINILM_MAX_ABS:
+                raise ValueError(f"wrong result: max abs error {err:.3e} exceeds {MINILM_MAX_ABS:.0e}")
+        except Exception as e:  # report, go on with the other device
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"minilm on {dev}: FAILED: {msg}", flush=True)
+            for b in MINILM_BATCHES:
+                failures.append({"case": f"minilm/{b}x{MINILM_T}", "device": dev, "implementation": "torch-eager", "message": msg})
+            continue
+        for batch in MINILM_BATCHES:
+            name = f"minilm/{batch}x{MINILM_T}"
+            feats = minilm_inputs(model, batch, torch_dev)
+
+            def call():
+                with torch.inference_mode():
+                    return model(feats)["sentence_embedding"]
+
+            start = time.perf_counter()
+            while True:
+                call()
+                sync()
+                if time.perf_counter() - start >= warmup_s:
+                    break
+            times = []
+            for _ in range(samples):
+                t = time.perf_counter()
+                call()
+                sync()
+                times.append(time.perf_counter() - t)
+            med, lo, hi = median_min_max(times)
+            nbytes, flops = minilm_cost(model, batch)
+            rec = {
+                "case": name,
+                "op": "minilm",
+                "shape": {"B": batch, "T": MINILM_T},
+                "device": dev,
+                "device_name": device_name,
+                "implementation": "torch-eager",
+                "passes": None,
+                "timer": "wall",
+                "samples": len(times),
+                "calls_per_sample": 1,
+                "median_s": med,
+                "min_s": lo,
+                "max_s": hi,
+                "wall_median_s": med,
+                "bytes": nbytes,
+                "flops": flops,
+                "gb_per_s": nbytes / med / 1e9,
+                "gflop_per_s": flops / med / 1e9,
+                "rel_error": None,
+                "ratios": {},
+                "sentences_per_s": batch / med,
+                "note": f"sentence-transformers forward (BERT, mean pooling, normalize) on {batch} pre-tokenized "
+                f"{MINILM_T}-token sentences, host clock around one call and a synchronize; "
+                f"max abs error vs the float64 reference {err:.1e}",
+            }
+            records.append(rec)
+            print(f"{name} {dev:<4} torch-eager {med * 1e3:10.3f} ms {batch / med:10.1f} sentences/s", flush=True)
+        del model
+    return records, failures
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mia", required=True, help="JSON written by mia-bench --json")
+    ap.add_argument("--mia", default=None, help="JSON written by mia-bench --json")
     ap.add_argument("--json", required=True, help="where to write this run's JSON")
     ap.add_argument("--filter", default=None, help="only cases whose name contains this")
+    ap.add_argument("--minilm", default=None, metavar="DIR", help="also time all-MiniLM-L6-v2 from this model dir")
+    ap.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="torch CPU threads for --minilm (default: the cores this process may use, as rayon)",
+    )
+    ap.add_argument("--quick", action="store_true", help="short warm-up and 3 samples (default with a quick --mia)")
     args = ap.parse_args()
+    if args.mia is None and args.minilm is None:
+        ap.error("give --mia, --minilm, or both")
+    if args.mia is None:
+        mia = {"mode": "quick" if args.quick else "full", "records": []}
+    else:
+        with open(args.mia) as f:
+            mia = json.load(f)
+    quick = args.quick or mia.get("mode") == "quick"
+    warmup_s, samples = (0.05, 3) if quick else (0.5, 20)
+    records, failures = [], []
+    if args.minilm is not None:
+        records, failures = minilm_records(args.minilm, args.cpu_threads, warmup_s, samples)
+        write_report(args.json, mia, records, failures)
+    if args.mia is None:
+        print(f"wrote {args.json}: {len(records)} records, {len(failures)} failures", flush=True)
+        sys.exit(1 if failures else 0)
 
     if not torch.cuda.is_available():
         sys.exit("torch_bench.py: CUDA is not available")
@@ -160,10 +314,6 @@ def main():
     torch.set_float32_matmul_precision("highest")
     torch._dynamo.config.cache_size_limit = 64
 
-    with open(args.mia) as f:
-        mia = json.load(f)
-    quick = mia.get("mode") == "quick"
-    warmup_s, samples = (0.05, 3) if quick else (0.5, 20)
 
     # One entry per case that mia ran on the GPU (else on the CPU), in mia's order.
     cases = {}
@@ -173,7 +323,6 @@ def main():
         if r["case"] not in cases or r["device"] == "gpu":
             cases[r["case"]] = r
     device_name = f"{torch.cuda.get_device_name()} (CUDA, torch {torch.__version__})"
-    records, failures = [], []
     for name, m in cases.items():
         if args.filter and args.filter not in name:
             continue
@@ -243,7 +392,8 @@ def write_report(path, mia, records, failures):
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "mode": mia.get("mode", "full"),
         "command": " ".join(sys.argv),
-        "host": f"{platform.processor() or platform.machine()}, {torch.cuda.get_device_name()}",
+        "host": f"{platform.processor() or platform.machine()}"
+        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
         "records": records,
         "failures": failures,
     }

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::tensor::DType;
+
 /// Where the size an argument was checked against came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SizeOrigin {
@@ -155,6 +157,77 @@ pub enum Error {
     /// A size a GPU shader would index with 32 bits does not fit.
     #[error("kernel `{kernel}`: a size of {value} elements is past what GPU shaders index (u32)")]
     GpuIndex { kernel: &'static str, value: u64 },
+
+    /// A row index of `gather` is outside its table.
+    #[error(
+        "kernel `{kernel}`: argument `{arg}` holds index {value} at position {position}, but the \
+         table it indexes has {rows} rows (valid indices: 0..{rows})"
+    )]
+    Index {
+        kernel: &'static str,
+        arg: &'static str,
+        position: usize,
+        value: i64,
+        rows: usize,
+    },
+
+    /// A weights file could not be opened, mapped, or parsed as safetensors.
+    #[error("cannot read weights file {path}: {reason}")]
+    WeightsFile { path: String, reason: String },
+
+    /// A weight the model asks for is not in the file. `closest` lists the keys that share the
+    /// most trailing (then leading) dot-separated parts with `key`: usually a renamed prefix
+    /// or a typo.
+    #[error("{}", missing_weight_message(path, key, closest, *count))]
+    MissingWeight {
+        path: String,
+        key: String,
+        closest: Vec<String>,
+        /// How many tensors the file holds.
+        count: usize,
+    },
+
+    /// A weight is stored with a dtype that cannot be read as the tensor's element type.
+    #[error(
+        "weight `{key}` in {path} is stored as {found}, which cannot be loaded as {expected}          (loadable: {loadable})"
+    )]
+    WeightDType {
+        path: String,
+        key: String,
+        expected: DType,
+        found: String,
+        /// The stored dtypes that do convert to `expected`.
+        loadable: &'static str,
+    },
+
+    /// A weight's stored shape differs from the shape the model expects.
+    #[error("weight `{key}` in {path} has shape {found:?}, but the model expects {expected:?}")]
+    WeightShape {
+        path: String,
+        key: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+
+    /// A stored value does not fit the element type it is loaded as (an I64 past i32's range).
+    #[error("weight `{key}` in {path}: element {index} = {value} does not fit in {expected}")]
+    WeightValue {
+        path: String,
+        key: String,
+        expected: DType,
+        index: usize,
+        value: i64,
+    },
+}
+
+fn missing_weight_message(path: &str, key: &str, closest: &[String], count: usize) -> String {
+    let mut msg = format!("weights file {path} has no tensor `{key}` (it holds {count} tensors)");
+    if !closest.is_empty() {
+        let names: Vec<String> = closest.iter().map(|k| format!("`{k}`")).collect();
+        msg.push_str("; closest keys: ");
+        msg.push_str(&names.join(", "));
+    }
+    msg
 }
 
 /// `Result` with the runtime's [`Error`] as the default error type.

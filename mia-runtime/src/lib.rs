@@ -19,6 +19,7 @@ pub mod rt;
 mod tensor;
 #[doc(hidden)]
 pub mod testing;
+pub mod weights;
 
 pub use device::{Device, DeviceKind, DeviceLimits};
 pub use error::{Error, Result, SizeOrigin};
