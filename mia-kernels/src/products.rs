@@ -63,8 +63,8 @@ pub fn swiglu_gate(
     silu(matmul(x, w1)) * matmul(x, w3)
 }
 
-/// Scaled dot-product attention per head, `softmax(q·kᵀ·scale)·v`: three dispatches (scores
-/// with the scale in their epilogue, the row softmax, the product with `v`).
+/// Scaled dot-product attention per head, `softmax(q·kᵀ·scale)·v`: recognised as flash
+/// attention, one dispatch with an online softmax (the T×S scores never reach memory).
 #[kernel]
 pub fn attention(
     q: Tensor<f32, H, T, E>,

@@ -444,5 +444,16 @@ fn attention_matches_f64() {
         );
         check("attention with padding mask", &dev, &got, &want, TOL);
     }
-    assert_eq!(mia_kernels::attention::plan().dispatches(), 3);
+    // Recognised as flash attention: one dispatch, no scores in memory.
+    for plan in [
+        mia_kernels::attention::plan(),
+        mia_kernels::attention_masked::plan(),
+    ] {
+        assert_eq!(plan.dispatches(), 1, "{plan}");
+        assert!(plan.intermediates.is_empty(), "{plan}");
+        assert!(
+            matches!(plan.passes[0].kind, PassKind::Attention { .. }),
+            "{plan}"
+        );
+    }
 }

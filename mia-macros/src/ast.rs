@@ -183,6 +183,8 @@ pub struct Expr {
 pub struct Let {
     pub name: syn::Ident,
     pub value: Expr,
+    /// `let x: Tensor<f32, N, D> = ...;` declares (and so checks) the value's type.
+    pub ty: Option<(ParamTy, Sp)>,
 }
 
 #[derive(Clone, Debug)]
@@ -289,15 +291,26 @@ pub fn parse(item: &syn::ItemFn) -> Result<Kernel, Vec<syn::Error>> {
         let last = i + 1 == stmts.len();
         match stmt {
             syn::Stmt::Local(local) => {
+                let plain = |p: &syn::Pat| match p {
+                    syn::Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => {
+                        Some(pi.ident.clone())
+                    }
+                    _ => None,
+                };
+                let mut ty = None;
                 let name = match &local.pat {
                     syn::Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => {
                         pi.ident.clone()
                     }
-                    syn::Pat::Type(pt) => {
-                        errs.push(Sp::of(&pt.ty).error(
-                            "type annotations on `let` are not supported in a kernel: shapes are inferred",
-                        ));
-                        continue;
+                    syn::Pat::Type(pt) if plain(&pt.pat).is_some() => {
+                        match parse_type(&pt.ty) {
+                            Ok(t) => ty = Some((t, Sp::of(&pt.ty))),
+                            Err(e) => {
+                                errs.push(e);
+                                continue;
+                            }
+                        }
+                        plain(&pt.pat).unwrap_or_else(|| pi_fallback(&pt.pat))
                     }
                     other => {
                         errs.push(Sp::of(other).error(
@@ -315,7 +328,7 @@ pub fn parse(item: &syn::ItemFn) -> Result<Kernel, Vec<syn::Error>> {
                     continue;
                 }
                 match parse_expr(&init.expr, &mut errs) {
-                    Some(value) => lets.push(Let { name, value }),
+                    Some(value) => lets.push(Let { name, value, ty }),
                     None => continue,
                 }
                 if last {
@@ -355,6 +368,11 @@ pub fn parse(item: &syn::ItemFn) -> Result<Kernel, Vec<syn::Error>> {
             Err(errs)
         }
     }
+}
+
+/// Unreachable (the caller matched a plain name); a name that cannot collide otherwise.
+fn pi_fallback(p: &syn::Pat) -> syn::Ident {
+    syn::Ident::new("__mia_unnamed", Sp::of(p).0)
 }
 
 pub fn parse_type(ty: &syn::Type) -> syn::Result<ParamTy> {

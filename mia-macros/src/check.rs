@@ -36,7 +36,10 @@ pub fn check(k: &Kernel) -> Result<Graph, Vec<syn::Error>> {
     };
     c.signature();
     for l in &k.lets {
-        let v = c.expr(&l.value);
+        let mut v = c.expr(&l.value);
+        if let Some((ty, sp)) = &l.ty {
+            v = c.declared(v, ty, *sp, l);
+        }
         c.env.insert(l.name.to_string(), v);
     }
     let tail = match &k.tail.kind {
@@ -53,7 +56,8 @@ pub fn check(k: &Kernel) -> Result<Graph, Vec<syn::Error>> {
 
 const FUNCTIONS: &str =
     "exp ln sqrt rsqrt abs neg tanh sigmoid relu gelu gelu_tanh silu sin cos pow \
-maximum minimum select cast sum max min mean softmax layer_norm rms_norm matmul transpose reshape";
+maximum minimum select cast sum max min mean softmax layer_norm rms_norm matmul transpose reshape \
+gather";
 
 impl Checker<'_> {
     fn signature(&mut self) {
@@ -97,6 +101,47 @@ impl Checker<'_> {
         for o in &self.k.outputs {
             self.check_bound(&o.dims, o.sp, &mut unbound);
         }
+    }
+
+    /// `let x: T = value;`: the value must have type `T` exactly (a literal takes `T`'s dtype).
+    fn declared(&mut self, v: Val, ty: &ParamTy, sp: Sp, l: &ast::Let) -> Val {
+        let (dtype, dims) = match ty {
+            ParamTy::Tensor { dtype, dims } => (*dtype, dims.clone()),
+            ParamTy::Scalar(d) => (*d, vec![]),
+        };
+        let mut unbound = Vec::new();
+        self.check_bound(&dims, sp, &mut unbound);
+        let id = match v {
+            Val::Poison => return Val::Poison,
+            Val::Lit(lit) => match self.lit_node(&lit, dtype, l.value.sp) {
+                Some(n) => n,
+                None => return Val::Poison,
+            },
+            Val::Node(n) => n,
+        };
+        let node = self.g.node(id).clone();
+        if node.dtype != dtype {
+            self.errs.push(l.value.sp.error(format!(
+                "dtype mismatch: `{}` is declared {} but its value is {}",
+                l.name,
+                dtype.name(),
+                node.dtype.name()
+            )));
+            return Val::Poison;
+        }
+        if !unbound.is_empty() {
+            return Val::Poison;
+        }
+        if !dims::same_shape(&node.shape, &dims) {
+            self.errs.push(l.value.sp.error(format!(
+                "shape mismatch: `{}` is declared {} but its value has shape {}",
+                l.name,
+                shape_text(&dims),
+                shape_text(&node.shape)
+            )));
+            return Val::Poison;
+        }
+        Val::Node(id)
     }
 
     fn check_bound(&mut self, dims: &[Dim], sp: Sp, reported: &mut Vec<String>) {
@@ -735,6 +780,36 @@ impl Checker<'_> {
                     return Val::Node(x);
                 }
                 Val::Node(self.g.add(Op::Reshape(x), n.dtype, new.clone()))
+            }
+            "gather" => {
+                if !self.arity(func, args, &[2], sp, "gather(table, ids)") {
+                    return Val::Poison;
+                }
+                let (vt, vi) = (self.expr(&args[0]), self.expr(&args[1]));
+                let (Some(t), Some(i)) = (
+                    self.default_node(vt, args[0].sp),
+                    self.default_node(vi, args[1].sp),
+                ) else {
+                    return Val::Poison;
+                };
+                let (tn, inode) = (self.g.node(t).clone(), self.g.node(i).clone());
+                if tn.shape.len() != 2 {
+                    self.errs.push(args[0].sp.error(format!(
+                        "`gather` looks rows up in a table of rank 2 `[rows, width]`; this one has shape {}",
+                        shape_text(&tn.shape)
+                    )));
+                    return Val::Poison;
+                }
+                if !matches!(inode.dtype, DType::I32 | DType::U32) {
+                    self.errs.push(args[1].sp.error(format!(
+                        "dtype mismatch: the indices of `gather` must be i32 or u32, got {}",
+                        inode.dtype.name()
+                    )));
+                    return Val::Poison;
+                }
+                let mut shape = inode.shape.clone();
+                shape.push(tn.shape[1].clone());
+                Val::Node(self.g.add(Op::Gather(t, i), tn.dtype, shape))
             }
             "matmul" => {
                 if !self.arity(func, args, &[2], sp, "matmul(a, b)") {

@@ -6,7 +6,7 @@ use crate::ast::{self, DType, Dim, Kernel, ParamTy};
 use crate::emit_cpu::{self, rust_type, PassSig};
 use crate::emit_wgsl::{self, Layout, WORKGROUP};
 use crate::fuse::{self, BufKind, Fused};
-use crate::graph::Graph;
+use crate::graph::{BinOp, Graph, Op, UnOp};
 use crate::lower::{self, PassIr, Stride};
 use crate::{check, validate};
 use proc_macro2::TokenStream;
@@ -112,7 +112,7 @@ fn signature_only(func: &syn::ItemFn) -> Result<TokenStream, ()> {
 }
 
 /// A parameter of the generated function: tensors by reference, scalars by value.
-fn param_tokens(id: &syn::Ident, ty: &ParamTy) -> TokenStream {
+pub(crate) fn param_tokens(id: &syn::Ident, ty: &ParamTy) -> TokenStream {
     match ty {
         ParamTy::Tensor { dtype, .. } => {
             let t = rust_type(*dtype);
@@ -125,7 +125,7 @@ fn param_tokens(id: &syn::Ident, ty: &ParamTy) -> TokenStream {
     }
 }
 
-fn return_type(dts: &[DType], tuple: bool) -> TokenStream {
+pub(crate) fn return_type(dts: &[DType], tuple: bool) -> TokenStream {
     let ts: Vec<TokenStream> = dts
         .iter()
         .map(|d| {
@@ -141,7 +141,7 @@ fn return_type(dts: &[DType], tuple: bool) -> TokenStream {
 }
 
 /// The whole pipeline: parse → check → fuse → lower → emit → validate.
-fn compile(func: &syn::ItemFn, opts: &Options) -> Result<TokenStream, Vec<syn::Error>> {
+pub(crate) fn compile(func: &syn::ItemFn, opts: &Options) -> Result<TokenStream, Vec<syn::Error>> {
     let k = ast::parse(func)?;
     let g = check::check(&k)?;
     let fused = if opts.unfused {
@@ -165,14 +165,19 @@ fn compile(func: &syn::ItemFn, opts: &Options) -> Result<TokenStream, Vec<syn::E
     let shader = |p: usize, ir: &PassIr, vec4: bool, tile: Option<emit_wgsl::Tile>| {
         emit_wgsl::pass_shader(&name, p, ir, &buf_types, &scalar_types, vec4, tile)
     };
+    // An attention pass runs the runtime's flash-attention shader (validated by its tests).
     let mut shaders: Vec<String> = passes
         .iter()
         .enumerate()
-        .map(|(p, ir)| shader(p, ir, false, ir.mm.as_ref().map(|_| emit_wgsl::TILES[0])))
+        .map(|(p, ir)| match (&ir.attn, &ir.gather) {
+            (Some(_), _) => format!("// {name}/pass{p}: mia_runtime's flash-attention shader\n"),
+            (_, Some(_)) => format!("// {name}/pass{p}: mia_runtime's gather shader\n"),
+            _ => shader(p, ir, false, ir.mm.as_ref().map(|_| emit_wgsl::TILES[0])),
+        })
         .collect();
     let mut vec4_forms = Vec::new();
     for (p, ir) in passes.iter().enumerate() {
-        vec4_forms.push(emit_wgsl::vec4_eligible(ir).then(|| {
+        vec4_forms.push((!ir.is_library() && emit_wgsl::vec4_eligible(ir)).then(|| {
             shaders.push(shader(p, ir, true, None));
             shaders.len() - 1
         }));
@@ -369,6 +374,7 @@ impl Expander<'_> {
             .passes
             .iter()
             .enumerate()
+            .filter(|(_, ir)| !ir.is_library())
             .map(|(p, ir)| emit_cpu::pass_fn(p, &self.sig(ir)))
             .collect();
         let cpu = self.cpu_body();
@@ -504,16 +510,32 @@ impl Expander<'_> {
                     let id = &tparams[i].0;
                     out.extend(quote!(let #v: &[#t] = rt::cpu(#id)?;));
                 }
-                _ => {
+                BufKind::Output(_) => {
                     let len = format_ident!("__len{}", b);
                     out.extend(
                         quote!(let mut #v: ::std::vec::Vec<#t> = rt::cpu_alloc::<#t>(#len);),
                     );
                 }
+                BufKind::Temp => {}
             }
         }
         let scalars = self.scalar_idents();
+        let life = self.lifetimes();
         for (p, ir) in self.passes.iter().enumerate() {
+            // Temps live from the pass that writes them to the last that reads them: freed
+            // buffers go back to the pool, where the next temp of the same size finds them.
+            for (b, l) in life.iter().enumerate() {
+                let v = format_ident!("__cb{}", b);
+                let t = rust_type(self.buf_types[b]);
+                let len = format_ident!("__len{}", b);
+                match l {
+                    Some((d, _)) if *d == p => out.extend(
+                        quote!(let mut #v: ::std::vec::Vec<#t> = rt::cpu_alloc::<#t>(#len);),
+                    ),
+                    Some((_, u)) if *u + 1 == p => out.extend(quote!(rt::cpu_free(#v);)),
+                    _ => {}
+                }
+            }
             let (dims, _) = self.pass_dims(ir);
             let f = emit_cpu::pass_fn_name(p);
             let mut args = Vec::new();
@@ -540,6 +562,14 @@ impl Expander<'_> {
                     quote!(__d[#ax].saturating_mul(#phases))
                 }
             };
+            if let Some(at) = &ir.attn {
+                out.extend(self.attention(ir, at, &dims, None));
+                continue;
+            }
+            if let Some(w) = &ir.gather {
+                out.extend(self.gather(ir, w, None));
+                continue;
+            }
             let call = match &ir.mm {
                 Some(m) => {
                     let a = format_ident!("__cb{}", m.a.buf);
@@ -580,16 +610,32 @@ impl Expander<'_> {
                     let id = &tparams[i].0;
                     out.extend(quote!(let #v: &rt::GpuBuffer = rt::gpu_buffer(#id)?;));
                 }
-                _ => {
+                BufKind::Output(_) => {
                     let len = format_ident!("__len{}", b);
                     out.extend(
                         quote!(let #v: rt::GpuBuffer = rt::GpuBuffer::alloc::<#t>(&__dev, #len)?;),
                     );
                 }
+                BufKind::Temp => {}
             }
         }
         let scalars = self.scalar_idents();
+        let life = self.lifetimes();
         for (p, ir) in self.passes.iter().enumerate() {
+            // As on the CPU; a dropped buffer returns to the device's pool, and queued passes
+            // run in order, so the next pass may reuse it at once.
+            for (b, l) in life.iter().enumerate() {
+                let v = format_ident!("__gb{}", b);
+                let t = rust_type(self.buf_types[b]);
+                let len = format_ident!("__len{}", b);
+                match l {
+                    Some((d, _)) if *d == p => out.extend(
+                        quote!(let #v: rt::GpuBuffer = rt::GpuBuffer::alloc::<#t>(&__dev, #len)?;),
+                    ),
+                    Some((_, u)) if *u + 1 == p => out.extend(quote!(::core::mem::drop(#v);)),
+                    _ => {}
+                }
+            }
             let lay = Layout::of(ir);
             let (dims, _) = self.pass_dims(ir);
             let bufs: Vec<TokenStream> = lay
@@ -615,6 +661,14 @@ impl Expander<'_> {
                 })
                 .collect();
             let label = format!("{name}/pass{p}");
+            if let Some(at) = &ir.attn {
+                out.extend(self.attention(ir, at, &dims, Some(&label)));
+                continue;
+            }
+            if let Some(w) = &ir.gather {
+                out.extend(self.gather(ir, w, Some(&label)));
+                continue;
+            }
             if ir.mm.is_some() {
                 out.extend(self.gpu_matmul(name, p, ir, &dims, &bufs, reads, &scalar_bits));
                 continue;
@@ -694,6 +748,24 @@ impl Expander<'_> {
             quote!(rt::gpu_tensor(#sh, #v))
         }));
         out
+    }
+
+    /// Per buffer, for temps: the pass that writes it and the last pass that reads it.
+    fn lifetimes(&self) -> Vec<Option<(usize, usize)>> {
+        let lays: Vec<Layout> = self.passes.iter().map(Layout::of).collect();
+        (0..self.f.buffers.len())
+            .map(|b| {
+                if self.f.buffers[b].kind != BufKind::Temp {
+                    return None;
+                }
+                let def = lays.iter().position(|l| l.writes.contains(&b))?;
+                let last = lays
+                    .iter()
+                    .rposition(|l| l.reads.contains(&b))
+                    .unwrap_or(def);
+                Some((def, last.max(def)))
+            })
+            .collect()
     }
 
     /// The element count of each of `bufs` at run time.
@@ -781,6 +853,144 @@ impl Expander<'_> {
         }
     }
 
+    /// An attention pass: one call of the runtime's flash attention on the CPU, or (with a
+    /// `label`) one dispatch of its shader; operands are the pass's strided loads.
+    fn attention(
+        &self,
+        ir: &PassIr,
+        at: &lower::AttnIr,
+        dims: &TokenStream,
+        label: Option<&str>,
+    ) -> TokenStream {
+        let nb = ir.dims.len() - 2;
+        let (s, e) = (self.prod(&at.s), self.prod(&at.e));
+        let scale = at.scale.iter().fold(quote!(1.0f32), |acc, &(div, n)| {
+            let f = self.uniform(n);
+            if div {
+                quote!((#acc / #f))
+            } else {
+                quote!((#acc * #f))
+            }
+        });
+        let gpu = label.is_some();
+        let operand = |a: usize| {
+            let acc = ir.loads.get(a).unwrap_or(&ir.stores[0].0);
+            let (data, ty) = if gpu {
+                let v = format_ident!("__gb{}", acc.buf);
+                let r = match self.f.buffers[acc.buf].kind {
+                    BufKind::Input(_) => quote!(#v),
+                    _ => quote!(&#v),
+                };
+                (quote!(buf: #r), quote!(rt::GpuOperand))
+            } else {
+                let v = format_ident!("__cb{}", acc.buf);
+                (quote!(data: &#v[..]), quote!(rt::MatOperand))
+            };
+            quote!(#ty { #data, batch_strides: &__st[#a][..#nb], rs: __st[#a][#nb], cs: __st[#a][#nb + 1] })
+        };
+        let (q, k, v) = (operand(0), operand(1), operand(2));
+        let mask = match at.mask {
+            true => {
+                let m = operand(3);
+                quote!(::core::option::Option::Some(#m))
+            }
+            false => quote!(::core::option::Option::None),
+        };
+        let o = ir.loads.len();
+        let d = quote! {
+            rt::AttnDims { batch: &__d[..#nb], t: __d[#nb], s: #s, e: #e, ev: __d[#nb + 1] }
+        };
+        let call = match label {
+            Some(label) => {
+                let out = operand(o);
+                quote!(rt::gpu_attention(&__dev, #label, #d, #q, #k, #v, #mask, __scale, false, #out)?;)
+            }
+            None => {
+                let out = format_ident!("__cb{}", ir.stores[0].0.buf);
+                quote! {
+                    rt::attention(
+                        #d,
+                        rt::AttnArgs { q: #q, k: #k, v: #v, mask: #mask, scale: __scale, causal: false },
+                        rt::AttnOut { data: &mut #out[..], batch_strides: &__st[#o][..#nb], rs: __st[#o][#nb], cs: __st[#o][#nb + 1] },
+                    );
+                }
+            }
+        };
+        quote! {
+            {
+                #dims
+                let __scale: f32 = #scale;
+                #call
+            }
+        }
+    }
+
+    /// A gather pass: the runtime copies table rows (CPU), or dispatches its shader (GPU,
+    /// with a `label`).
+    fn gather(&self, ir: &PassIr, width: &[Dim], label: Option<&str>) -> TokenStream {
+        let w = self.prod(width);
+        let (t, i, o) = (ir.loads[0].buf, ir.loads[1].buf, ir.stores[0].0.buf);
+        let arg = self.buf_name(i);
+        let it = rust_type(self.buf_types[i]);
+        match label {
+            None => {
+                let (t, i, o) = (
+                    format_ident!("__cb{}", t),
+                    format_ident!("__cb{}", i),
+                    format_ident!("__cb{}", o),
+                );
+                quote!(rt::gather(__K, #arg, &#t[..], #w, &#i[..], &mut #o[..])?;)
+            }
+            Some(label) => {
+                let r = |b: usize| {
+                    let v = format_ident!("__gb{}", b);
+                    match self.f.buffers[b].kind {
+                        BufKind::Input(_) => quote!(#v),
+                        _ => quote!(&#v),
+                    }
+                };
+                let (t, i, o) = (r(t), r(i), r(o));
+                quote!(rt::gpu_gather::<#it>(&__dev, #label, #t, #w, #i, #o)?;)
+            }
+        }
+    }
+
+    /// Host code for a uniform value (see [`crate::attend::is_uniform`]).
+    fn uniform(&self, n: usize) -> TokenStream {
+        let node = self.g.node(n);
+        match node.op {
+            Op::Const(c) => {
+                let bits = c.bits;
+                quote!(f32::from_bits(#bits))
+            }
+            Op::Scalar(i) => {
+                let id = &self.scalar_idents()[i];
+                quote!((#id as f32))
+            }
+            Op::Unary(op, a) => {
+                let a = self.uniform(a);
+                match op {
+                    UnOp::Neg => quote!((-#a)),
+                    UnOp::Sqrt => quote!(#a.sqrt()),
+                    UnOp::Rsqrt => quote!((1.0f32 / #a.sqrt())),
+                    UnOp::Exp => quote!(#a.exp()),
+                    UnOp::Ln => quote!(#a.ln()),
+                    _ => quote!(#a.abs()),
+                }
+            }
+            Op::Binary(op, a, b) => {
+                let (a, b) = (self.uniform(a), self.uniform(b));
+                match op {
+                    BinOp::Add => quote!((#a + #b)),
+                    BinOp::Sub => quote!((#a - #b)),
+                    BinOp::Div => quote!((#a / #b)),
+                    _ => quote!((#a * #b)),
+                }
+            }
+            _ => quote!(1.0f32),
+        }
+    }
+
     fn plan_dims(&self, dims: &[Dim]) -> TokenStream {
         let ds: Vec<TokenStream> = dims
             .iter()
@@ -820,11 +1030,22 @@ impl Expander<'_> {
         let inputs = pick(&|k| matches!(k, BufKind::Input(_)));
         let outputs = pick(&|k| matches!(k, BufKind::Output(_)));
         let temps = pick(&|k| matches!(k, BufKind::Temp));
+        let lifetimes: Vec<TokenStream> = self
+            .lifetimes()
+            .into_iter()
+            .flatten()
+            .map(|(d, u)| quote!((#d, #u)))
+            .collect();
         let passes: Vec<TokenStream> = self
             .passes
             .iter()
             .map(|ir| {
                 let kind = match ir.axis {
+                    None if ir.gather.is_some() => quote!(::mia_runtime::PassKind::Gather),
+                    None if ir.attn.is_some() => {
+                        let mask = ir.attn.as_ref().is_some_and(|a| a.mask);
+                        quote!(::mia_runtime::PassKind::Attention { mask: #mask })
+                    }
                     None if ir.mm.is_some() => {
                         let products = ir.mm.as_ref().map_or(0, |m| m.bs.len());
                         quote!(::mia_runtime::PassKind::MatMul { products: #products })
@@ -849,6 +1070,7 @@ impl Expander<'_> {
                 passes: &[#(#passes),*],
                 fused_ops: #fused_ops,
                 intermediates: &[#(#temps),*],
+                lifetimes: &[#(#lifetimes),*],
                 inputs: &[#(#inputs),*],
                 outputs: &[#(#outputs),*],
             }

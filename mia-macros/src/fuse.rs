@@ -13,8 +13,11 @@
 //! the elementwise work after it (bias, activation, residual, scaling) is its epilogue, and
 //! several products of the same left operand (`silu(x·W1) * (x·W3)`) share one pass. Matmul
 //! operands are read from memory (views included), so computed operands are materialized.
+//! Attention (see [`crate::attend`]) is one pass of its own: the scores, softmax and both
+//! products never touch memory.
 
 use crate::ast::Dim;
+use crate::attend::{self, Attention};
 use crate::dims::same_shape;
 use crate::graph::{Graph, NodeId, Op};
 use std::collections::BTreeSet;
@@ -46,6 +49,10 @@ pub enum Domain {
     Rows(Vec<Dim>, usize),
     /// Matrix products of output `shape` whose left operand is the given node.
     MatMul(Vec<Dim>, NodeId),
+    /// A flash-attention pass storing the attention's `P · V` product.
+    Attention(Box<Attention>),
+    /// A row lookup storing the gather node of this shape.
+    Gather(Vec<Dim>),
 }
 
 #[derive(Clone, Debug)]
@@ -80,7 +87,8 @@ fn red_key(g: &Graph, n: NodeId) -> Option<(Vec<Dim>, usize)> {
 
 /// Nodes computed inside the pass that stores `root`: its cone up to buffers, with the
 /// buffers it reads (views included, so a view of a temp orders its pass after the temp's).
-fn cone(g: &Graph, root: NodeId, temps: &BTreeSet<NodeId>) -> Vec<NodeId> {
+/// An attention's root reads only the attention's operands.
+fn cone(g: &Graph, root: NodeId, temps: &BTreeSet<NodeId>, attn: &[Attention]) -> Vec<NodeId> {
     let mut seen = BTreeSet::new();
     let mut stack = vec![root];
     while let Some(n) = stack.pop() {
@@ -90,7 +98,9 @@ fn cone(g: &Graph, root: NodeId, temps: &BTreeSet<NodeId>) -> Vec<NodeId> {
         if n != root && temps.contains(&n) {
             continue;
         }
-        if !matches!(g.node(n).op, Op::Input(_)) {
+        if let Some(a) = attn.iter().find(|a| a.root == n) {
+            stack.extend(a.operands());
+        } else if !matches!(g.node(n).op, Op::Input(_)) {
             stack.extend(g.node(n).operands());
         }
     }
@@ -108,9 +118,13 @@ fn needs_temp(g: &Graph, n: NodeId, contiguous: bool) -> Option<NodeId> {
     }
 }
 
-/// Values that layout ops and matmuls need in memory (see [`needs_temp`]).
-fn layout_temps(g: &Graph, live: &[NodeId]) -> BTreeSet<NodeId> {
-    live.iter()
+/// Values that layout ops, matmuls and attentions need in memory (see [`needs_temp`]); an
+/// attention's product is stored by its own pass, so it is a temp when anything reads it.
+fn layout_temps(g: &Graph, live: &[NodeId], attn: &[Attention]) -> BTreeSet<NodeId> {
+    let inner: BTreeSet<NodeId> = attn.iter().flat_map(|a| a.inner.iter().copied()).collect();
+    let mut temps: BTreeSet<NodeId> = live
+        .iter()
+        .filter(|n| !inner.contains(n) && !attn.iter().any(|a| a.root == **n))
         .flat_map(|&n| match g.node(n).op {
             Op::Transpose(_, _, x) => vec![needs_temp(g, x, false)],
             Op::Reshape(x) => vec![needs_temp(g, x, true)],
@@ -118,7 +132,38 @@ fn layout_temps(g: &Graph, live: &[NodeId]) -> BTreeSet<NodeId> {
             _ => vec![],
         })
         .flatten()
-        .collect()
+        .collect();
+    let mut own = Vec::new();
+    for a in attn {
+        temps.extend(
+            a.operands()
+                .into_iter()
+                .filter_map(|n| needs_temp(g, n, false)),
+        );
+        own.push(a.root);
+    }
+    for &n in live {
+        if let Op::Gather(t, i) = g.node(n).op {
+            temps.extend(
+                [needs_temp(g, t, true), needs_temp(g, i, true)]
+                    .into_iter()
+                    .flatten(),
+            );
+            own.push(n);
+        }
+    }
+    // A node with a pass of its own is stored, and read from memory by whatever uses it.
+    for n in own {
+        if live.iter().any(|&u| g.node(u).operands().contains(&n)) || !g.outputs.contains(&n) {
+            temps.insert(n);
+        }
+    }
+    temps
+}
+
+/// Whether `n` is computed by a pass of its own kind (attention, gather), never fused.
+fn own_pass(g: &Graph, n: NodeId, attn: &[Attention]) -> bool {
+    matches!(g.node(n).op, Op::Gather(..)) || attn.iter().any(|a| a.root == n)
 }
 
 /// Products sharing one matmul pass at most: each needs its own accumulators (registers) and
@@ -134,7 +179,8 @@ fn joins_matmul(g: &Graph, n: NodeId, key: &Domain) -> bool {
 }
 
 pub fn fuse(g: &Graph) -> Fused {
-    let mut temps = layout_temps(g, &g.live());
+    let attn = attend::find(g);
+    let mut temps = layout_temps(g, &g.live(), &attn);
     loop {
         let mut changed = false;
         let roots: Vec<(NodeId, Vec<Dim>)> = g
@@ -144,7 +190,10 @@ pub fn fuse(g: &Graph) -> Fused {
             .chain(temps.iter().map(|&t| (t, g.node(t).shape.clone())))
             .collect();
         for (root, shape) in roots {
-            let c = cone(g, root, &temps);
+            if own_pass(g, root, &attn) {
+                continue;
+            }
+            let c = cone(g, root, &temps, &attn);
             let key = pass_key(g, &c, &shape);
             let mut products = 0;
             for &n in &c {
@@ -167,18 +216,18 @@ pub fn fuse(g: &Graph) -> Fused {
             break;
         }
     }
-    plan(g, &temps, true)
+    plan(g, &temps, attn, true)
 }
 
 /// Fusion off: every op is its own pass (to measure what fusion buys).
 pub fn fuse_none(g: &Graph) -> Fused {
     let live = g.live();
-    let mut temps = layout_temps(g, &live);
+    let mut temps = layout_temps(g, &live, &[]);
     temps.extend(
         live.into_iter()
             .filter(|&n| g.node(n).is_compute() && !g.outputs.contains(&n)),
     );
-    plan(g, &temps, false)
+    plan(g, &temps, Vec::new(), false)
 }
 
 /// The domain of the pass that stores `shape`, given the nodes it computes: a row pass when
@@ -204,7 +253,7 @@ fn pass_key(g: &Graph, cone: &[NodeId], shape: &[Dim]) -> Domain {
     Domain::Elementwise(shape.to_vec())
 }
 
-fn plan(g: &Graph, temps: &BTreeSet<NodeId>, merge: bool) -> Fused {
+fn plan(g: &Graph, temps: &BTreeSet<NodeId>, attentions: Vec<Attention>, merge: bool) -> Fused {
     let mut buffers: Vec<Buffer> = Vec::new();
     for n in 0..g.nodes.len() {
         if let Op::Input(i) = g.node(n).op {
@@ -227,7 +276,7 @@ fn plan(g: &Graph, temps: &BTreeSet<NodeId>, merge: bool) -> Fused {
         sinks.push((o, BufKind::Output(i), g.node(o).shape.clone()));
     }
     for (node, kind, shape) in sinks {
-        let c = cone(g, node, temps);
+        let c = cone(g, node, temps, &attentions);
         let level = c
             .iter()
             .filter(|&&n| n != node && temps.contains(&n))
@@ -237,7 +286,11 @@ fn plan(g: &Graph, temps: &BTreeSet<NodeId>, merge: bool) -> Fused {
         if kind == BufKind::Temp {
             level_of.insert(node, level);
         }
-        let domain = pass_key(g, &c, &shape);
+        let domain = match attentions.iter().find(|a| a.root == node) {
+            Some(a) => Domain::Attention(Box::new(a.clone())),
+            None if matches!(g.node(node).op, Op::Gather(..)) => Domain::Gather(shape.clone()),
+            None => pass_key(g, &c, &shape),
+        };
         buffers.push(Buffer { kind, node, shape });
         stores.push((buffers.len() - 1, domain, level));
     }

@@ -94,6 +94,8 @@ pub enum Op {
     Reshape(NodeId),
     /// Matrix product over the last two axes; leading axes are batch axes (broadcast).
     MatMul(NodeId, NodeId),
+    /// Rows of a `[rows, width]` table picked by integer indices: `[ids.., width]`.
+    Gather(NodeId, NodeId),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -114,7 +116,7 @@ impl Node {
             | Op::Reshape(a) => {
                 vec![*a]
             }
-            Op::Binary(_, a, b) | Op::MatMul(a, b) => vec![*a, *b],
+            Op::Binary(_, a, b) | Op::MatMul(a, b) | Op::Gather(a, b) => vec![*a, *b],
             Op::Select(c, a, b) => vec![*c, *a, *b],
         }
     }

@@ -4,6 +4,7 @@
 //! Every stage works on `proc_macro2` tokens so it can be unit-tested.
 
 mod ast;
+mod attend;
 mod check;
 mod dims;
 mod emit_cpu;
@@ -12,6 +13,7 @@ mod expand;
 mod fuse;
 mod graph;
 mod lower;
+mod model;
 mod validate;
 
 use proc_macro::TokenStream;
@@ -31,6 +33,21 @@ use proc_macro::TokenStream;
 pub fn kernel(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::kernel_guarded(attr.into(), item.into()).into()
 }
+/// A whole model: structs of named weights (safetensors keys), sub-models and repeated
+/// layers, and their `forward` methods in the kernel DSL, compiled into one fused, planned
+/// kernel with a generated `load` / `forward` / `plan`. See the `model` module docs.
+#[proc_macro]
+pub fn graph(input: TokenStream) -> TokenStream {
+    let fallback = input.clone();
+    match std::panic::catch_unwind(move || model::graph(input.into())) {
+        Ok(ts) => ts.into(),
+        Err(_) => {
+            let _ = fallback;
+            quote::quote!(::core::compile_error!("internal error in mia's graph! (please report this model)");).into()
+        }
+    }
+}
+
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]

@@ -87,6 +87,19 @@ pub struct MatMulIr {
     pub bs: Vec<Access>,
 }
 
+/// A flash-attention pass (see [`crate::attend`]). Its `dims` are the output
+/// `[batch.., T, Ev]`; its loads are Q `[.., T, E]`, K `[.., S, E]`, V `[.., S, Ev]` and the
+/// mask `[.., T, S]`, in that order, each with one stride per batch axis then its row and
+/// column strides; its one store is the output, likewise.
+#[derive(Clone, Debug)]
+pub struct AttnIr {
+    pub s: Prod,
+    pub e: Prod,
+    pub mask: bool,
+    /// The scale's uniform factors: `(divides, graph node)`.
+    pub scale: Vec<(bool, NodeId)>,
+}
+
 #[derive(Clone, Debug)]
 pub struct PassIr {
     /// Domain dimensions (collapsed where every access allows it).
@@ -102,6 +115,11 @@ pub struct PassIr {
     pub ops: usize,
     /// Set for a matmul pass; the other fields describe its epilogue.
     pub mm: Option<MatMulIr>,
+    /// Set for an attention pass.
+    pub attn: Option<AttnIr>,
+    /// Set for a gather pass: the table's row width. Its loads are the table `[rows, width]`
+    /// and the indices, both contiguous; its store is the output.
+    pub gather: Option<Prod>,
 }
 
 impl PassIr {
@@ -126,6 +144,12 @@ impl PassIr {
             InstOp::Select(c, a, b) => vec![c, a, b],
             _ => vec![],
         }
+    }
+
+    /// Attention and gather passes call the runtime's own kernels: nothing is generated for
+    /// them but the call.
+    pub fn is_library(&self) -> bool {
+        self.attn.is_some() || self.gather.is_some()
     }
 
     pub fn is_rows(&self) -> bool {
@@ -195,6 +219,8 @@ pub fn lower(g: &Graph, f: &Fused) -> Vec<PassIr> {
             let (domain, axis) = match &p.domain {
                 Domain::Elementwise(s) | Domain::MatMul(s, _) => (s.clone(), None),
                 Domain::Rows(s, a) => (s.clone(), Some(*a)),
+                Domain::Attention(a) => (g.node(a.root).shape.clone(), None),
+                Domain::Gather(s) => (s.clone(), None),
             };
             let stored: Vec<NodeId> = p.stores.iter().map(|&b| f.buffers[b].node).collect();
             let mut l = Lowerer {
@@ -211,10 +237,17 @@ pub fn lower(g: &Graph, f: &Fused) -> Vec<PassIr> {
                     phases: vec![],
                     ops: 0,
                     mm: None,
+                    attn: None,
+                    gather: None,
                 },
                 memo: HashMap::new(),
                 stored,
             };
+            match &p.domain {
+                Domain::Attention(a) => return l.attention(a, p.stores[0]),
+                Domain::Gather(_) => return l.gather(p.stores[0]),
+                _ => {}
+            }
             for &b in &p.stores {
                 let v = l.node(f.buffers[b].node, true);
                 let acc = l.access(
@@ -442,8 +475,9 @@ impl Lowerer<'_> {
                     let j = self.matmul(a, b);
                     self.push(InstOp::Acc(j), node.dtype, Level::Elem(0))
                 }
-                // Loaded above; kept total so no input can make the compiler panic.
-                Op::Input(_) | Op::Transpose(..) | Op::Reshape(_) => self.push(
+                // Loaded above (a gather is always stored by its own pass); kept total so no
+                // input can make the compiler panic.
+                Op::Input(_) | Op::Transpose(..) | Op::Reshape(_) | Op::Gather(..) => self.push(
                     InstOp::Const(Const {
                         dtype: node.dtype,
                         bits: 0,
@@ -502,6 +536,77 @@ impl Lowerer<'_> {
                 mm.bs.len() - 1
             }
         }
+    }
+
+    /// An operand of a batched product seen from the output `[batch.., _, _]`: one stride per
+    /// batch axis (aligned from the end, broadcast axes 0), then the strides of the operand's
+    /// axes `rows` and `cols` counted from its end (1 = last); missing axes are broadcast.
+    fn batched(&self, n: NodeId, rows: usize, cols: usize) -> Access {
+        let (buf, st) = self.view(n).unwrap_or((0, vec![]));
+        let shape = &self.g.node(n).shape;
+        let nbo = self.domain.len() - 2;
+        let at = |k: usize| match shape.len().checked_sub(k) {
+            Some(i) if !shape[i].is_one() => st.get(i).cloned().map_or(Stride::Zero, Stride::Prod),
+            _ => Stride::Zero,
+        };
+        let mut strides: Vec<Stride> = (0..nbo).map(|t| at(nbo - t + 2)).collect();
+        strides.extend([at(rows), at(cols)]);
+        Access { buf, strides }
+    }
+
+    /// Lowers a recognised attention (see [`AttnIr`]) whose output is buffer `out`.
+    fn attention(mut self, a: &crate::attend::Attention, out: usize) -> PassIr {
+        let kt = &self.g.node(a.kt).shape;
+        let (s, e) = (kt[kt.len() - 1].clone(), kt[kt.len() - 2].clone());
+        self.ir.loads = vec![
+            self.batched(a.q, 2, 1),
+            self.batched(a.kt, 1, 2),
+            self.batched(a.v, 2, 1),
+        ];
+        if let Some(m) = a.mask {
+            let acc = self.batched(m, 2, 1);
+            self.ir.loads.push(acc);
+        }
+        let shape = self.f.buffers[out].shape.clone();
+        let st = contiguous(&shape);
+        let strides = (0..shape.len())
+            .map(|k| match shape[k].is_one() {
+                true => Stride::Zero,
+                false => Stride::Prod(st[k].clone()),
+            })
+            .collect();
+        let v = self.push(InstOp::Const(Const::f32(0.0)), DType::F32, Level::Uniform);
+        self.ir.stores.push((Access { buf: out, strides }, v));
+        // Two products, the scale, the mask, and softmax's five primitives.
+        self.ir.ops = a.inner.len() + 1;
+        self.ir.attn = Some(AttnIr {
+            s: vec![s],
+            e: vec![e],
+            mask: a.mask.is_some(),
+            scale: a.scale.clone(),
+        });
+        self.ir
+    }
+
+    /// Lowers a gather (see [`PassIr::gather`]) whose output is buffer `out`.
+    fn gather(mut self, out: usize) -> PassIr {
+        let node = self.f.buffers[out].node;
+        let Op::Gather(t, i) = self.g.node(node).op else {
+            return self.ir;
+        };
+        for n in [t, i] {
+            let (buf, st) = self.view(n).unwrap_or((0, vec![]));
+            let strides = st.into_iter().map(Stride::Prod).collect();
+            self.ir.loads.push(Access { buf, strides });
+        }
+        let shape = self.f.buffers[out].shape.clone();
+        let strides = contiguous(&shape).into_iter().map(Stride::Prod).collect();
+        let v = self.push(InstOp::Const(Const::f32(0.0)), DType::F32, Level::Uniform);
+        self.ir.stores.push((Access { buf: out, strides }, v));
+        self.ir.ops = 1;
+        let width = self.g.node(t).shape.get(1).cloned().unwrap_or(Dim::Lit(1));
+        self.ir.gather = Some(vec![width]);
+        self.ir
     }
 
     /// Re-emits a row-level value as an element-level one (`x + 0` at element level).

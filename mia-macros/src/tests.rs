@@ -258,3 +258,106 @@ fn reshape_of_a_rank0_input_validates() {
     .to_string();
     assert!(!out.contains("compile_error"), "{out}");
 }
+
+#[test]
+fn attention_is_one_flash_pass() {
+    let (f, ir) = passes(quote! {
+        fn k(q: Tensor<f32, B, H, T, E>, k: Tensor<f32, B, H, S, E>, v: Tensor<f32, B, H, S, E>, m: Tensor<f32, B, 1, 1, S>, s: f32) -> Tensor<f32, B, H, T, E> {
+            matmul(softmax(matmul(q, transpose(k, -1, -2)) * s + m, -1), v)
+        }
+    });
+    assert_eq!(f.passes.len(), 1, "{:?}", f.passes);
+    let a = ir[0].attn.as_ref().expect("an attention pass");
+    assert!(a.mask);
+    assert_eq!(a.scale.len(), 1);
+}
+
+#[test]
+fn attention_with_views_and_constant_scale() {
+    // Heads split from [B, T, D] projections by reshape + transpose views.
+    let (f, ir) = passes(quote! {
+        fn k(x: Tensor<f32, B, T, 64>, w: Tensor<f32, 64, 64>, m: Tensor<f32, B, 1, 1, T>) -> Tensor<f32, B, T, 64> {
+            let q = transpose(reshape(matmul(x, w), [B, T, 4, 16]), 1, 2);
+            let ctx = matmul(softmax(matmul(q, transpose(q, -1, -2)) * 0.25 + m, -1), q);
+            reshape(transpose(ctx, 1, 2), [B, T, 64])
+        }
+    });
+    let kinds: Vec<String> = f
+        .passes
+        .iter()
+        .map(|p| format!("{:?}", std::mem::discriminant(&p.domain)))
+        .collect();
+    assert!(
+        ir.iter().any(|p| p.attn.is_some()),
+        "{:?} {kinds:?}",
+        f.passes
+    );
+}
+
+fn graph_errors(ts: TokenStream) -> Vec<String> {
+    let out = crate::model::graph(ts).to_string();
+    out.match_indices("compile_error")
+        .map(|(i, _)| out[i..].chars().take(300).collect())
+        .collect()
+}
+
+#[test]
+fn graph_flattens_sub_models_and_layers() {
+    let errs = graph_errors(quote! {
+        pub struct Mlp {
+            up: Tensor<f32, 8, 4> = "up.weight",
+            blocks: [Block; 3] = "blocks.{i}",
+            head: Block = "head",
+        }
+        struct Block { w: Tensor<f32, 8, 8> = "w", b: Tensor<f32, 8> = "b" }
+        impl Block {
+            fn forward(&self, x: Tensor<f32, N, 8>) -> Tensor<f32, N, 8> {
+                let y = matmul(x, transpose(self.w, 0, 1)) + self.b;
+                x + gelu(y)
+            }
+        }
+        impl Mlp {
+            pub fn forward(&self, x: Tensor<f32, N, 4>) -> Tensor<f32, N, 8> {
+                let mut h = matmul(x, transpose(self.up, 0, 1));
+                for b in self.blocks {
+                    h = b.forward(h);
+                }
+                self.head.forward(h)
+            }
+        }
+    });
+    assert!(errs.is_empty(), "{errs:?}");
+}
+
+#[test]
+fn graph_reports_a_call_with_the_wrong_shape() {
+    let errs = graph_errors(quote! {
+        pub struct M { w: Tensor<f32, 4, 4> = "w", inner: Inner = "inner" }
+        struct Inner { v: Tensor<f32, 8> = "v" }
+        impl Inner {
+            fn forward(&self, x: Tensor<f32, N, 8>) -> Tensor<f32, N, 8> { x + self.v }
+        }
+        impl M {
+            pub fn forward(&self, x: Tensor<f32, N, 4>) -> Tensor<f32, N, 8> {
+                self.inner.forward(matmul(x, self.w))
+            }
+        }
+    });
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("shape mismatch"), "{errs:?}");
+}
+
+#[test]
+fn graph_reports_unknown_fields_and_bad_loops() {
+    let errs = graph_errors(quote! {
+        pub struct M { w: Tensor<f32, 4, 4> = "w" }
+        impl M {
+            pub fn forward(&self, x: Tensor<f32, N, 4>) -> Tensor<f32, N, 4> {
+                let mut h = x;
+                for l in self.w { h = h + 1.0; }
+                matmul(h, self.missing)
+            }
+        }
+    });
+    assert_eq!(errs.len(), 2, "{errs:?}");
+}

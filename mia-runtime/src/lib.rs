@@ -8,6 +8,7 @@ mod autotune;
 mod chunk;
 mod device;
 mod error;
+mod gather;
 mod gemm;
 #[cfg(feature = "gpu")]
 mod gpu;
@@ -23,11 +24,11 @@ pub mod weights;
 
 pub use device::{Device, DeviceKind, DeviceLimits};
 pub use error::{Error, Result, SizeOrigin};
-pub use mia_macros::kernel;
+pub use mia_macros::{graph, kernel};
 pub use plan::{Dim, Io, Pass, PassKind, Plan};
 pub use tensor::{DType, Element, IntoShape, Tensor};
 
 /// Everything a kernel author needs: `use mia_runtime::prelude::*;`.
 pub mod prelude {
-    pub use crate::{kernel, Device, Error, Plan, Tensor};
+    pub use crate::{graph, kernel, Device, Error, Plan, Tensor};
 }

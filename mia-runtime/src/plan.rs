@@ -35,6 +35,11 @@ pub enum PassKind {
     /// Tiles of `products` matrix products sharing their left operand, with the elementwise
     /// epilogue applied to each finished tile.
     MatMul { products: usize },
+    /// Flash attention: `softmax(scale · Q·Kᵀ [+ mask]) · V` in tiles of query rows with an
+    /// online softmax, so the scores never reach memory.
+    Attention { mask: bool },
+    /// Row lookup (`gather`): each output row copies the table row its index names.
+    Gather,
 }
 
 /// One pass over memory = one dispatch.
@@ -58,6 +63,10 @@ pub struct Plan {
     pub fused_ops: usize,
     /// Intermediate buffers between passes (0 when everything fused into one pass).
     pub intermediates: &'static [Io],
+    /// Per intermediate: the pass that writes it and the last pass that reads it. It is
+    /// allocated just before the first and freed after the second, so buffers of dead
+    /// intermediates are reused (see [`Plan::peak_bytes`]).
+    pub lifetimes: &'static [(usize, usize)],
     pub inputs: &'static [Io],
     pub outputs: &'static [Io],
 }
@@ -79,6 +88,30 @@ impl Plan {
     pub fn min_bytes(&self, sizes: &[(&str, usize)]) -> Option<u64> {
         let mut total = 0u64;
         for io in self.inputs.iter().chain(self.outputs) {
+            total += io.elem_bytes as u64 * elements(io.dims, sizes)?;
+        }
+        Some(total)
+    }
+
+    /// Bytes of intermediates alive at once at the worst pass, given the symbol sizes.
+    pub fn peak_bytes(&self, sizes: &[(&str, usize)]) -> Option<u64> {
+        let mut peak = 0u64;
+        for p in 0..self.passes.len() {
+            let mut live = 0u64;
+            for (io, &(d, u)) in self.intermediates.iter().zip(self.lifetimes) {
+                if (d..=u).contains(&p) {
+                    live += io.elem_bytes as u64 * elements(io.dims, sizes)?;
+                }
+            }
+            peak = peak.max(live);
+        }
+        Some(peak)
+    }
+
+    /// Bytes of all intermediates together: what a plan without reuse would allocate.
+    pub fn naive_bytes(&self, sizes: &[(&str, usize)]) -> Option<u64> {
+        let mut total = 0u64;
+        for io in self.intermediates {
             total += io.elem_bytes as u64 * elements(io.dims, sizes)?;
         }
         Some(total)
@@ -120,6 +153,10 @@ impl Plan {
                     format!("rows along axis {axis}, {reductions} reductions")
                 }
                 PassKind::MatMul { products } => format!("matmul, {products} products"),
+                PassKind::Gather => "gather".to_string(),
+                PassKind::Attention { mask } => {
+                    format!("flash attention{}", if mask { ", masked" } else { "" })
+                }
             };
             let _ = writeln!(
                 s,

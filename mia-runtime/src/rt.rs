@@ -346,6 +346,11 @@ pub fn cpu_alloc<T: Element>(len: usize) -> Vec<T> {
     }
 }
 
+/// Returns a dead intermediate's buffer to the pool [`cpu_alloc`] draws from.
+pub fn cpu_free<T: Element>(buf: Vec<T>) {
+    crate::pool::give(buf);
+}
+
 /// Wraps a host buffer as a CPU tensor (`data.len()` equals the shape's product).
 pub fn cpu_tensor<T: Element>(shape: Vec<usize>, data: Vec<T>) -> Tensor<T> {
     Tensor::cpu_from_vec(shape, data)
@@ -381,8 +386,9 @@ pub fn parallel_for(n: usize, cost: usize, f: impl Fn(std::ops::Range<usize>) + 
         .for_each(|c| f(c * size..((c + 1) * size).min(n)));
 }
 
-pub use crate::gemm::{matmul, Dims as MatDims, Operand as MatOperand};
 pub use crate::attention::{attention, gpu_attention, AttnArgs, AttnDims, AttnOut, GpuOperand};
+pub use crate::gather::{gather, gpu_gather};
+pub use crate::gemm::{matmul, Dims as MatDims, Operand as MatOperand};
 
 /// Elements of work below which [`parallel_for`] stays on the calling thread.
 pub const PARALLEL_THRESHOLD: usize = 32 * 1024;
