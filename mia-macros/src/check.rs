@@ -120,10 +120,13 @@ impl Checker<'_> {
             Val::Node(n) => n,
         };
         let node = self.g.node(id).clone();
+        // `graph!` renames inlined variables `name__N`; messages use the name as written.
+        let full = l.name.to_string();
+        let name = full.split("__").next().unwrap_or(&full);
         if node.dtype != dtype {
             self.errs.push(l.value.sp.error(format!(
                 "dtype mismatch: `{}` is declared {} but its value is {}",
-                l.name,
+                name,
                 dtype.name(),
                 node.dtype.name()
             )));
@@ -135,7 +138,7 @@ impl Checker<'_> {
         if !dims::same_shape(&node.shape, &dims) {
             self.errs.push(l.value.sp.error(format!(
                 "shape mismatch: `{}` is declared {} but its value has shape {}",
-                l.name,
+                name,
                 shape_text(&dims),
                 shape_text(&node.shape)
             )));

@@ -265,7 +265,8 @@ fn plan(g: &Graph, temps: &BTreeSet<NodeId>, attentions: Vec<Attention>, merge: 
         }
     }
     // Outputs are declared shapes; the body's value may be a broadcastable smaller shape.
-    let mut stores: Vec<(usize, Domain, usize)> = Vec::new(); // (buffer, domain, level)
+    // (buffer, domain, level, the products it computes)
+    let mut stores: Vec<(usize, Domain, usize, BTreeSet<NodeId>)> = Vec::new();
     let mut level_of = std::collections::HashMap::new();
     // Temps in topological (node id) order, then outputs.
     let mut sinks: Vec<(NodeId, BufKind, Vec<Dim>)> = temps
@@ -292,28 +293,40 @@ fn plan(g: &Graph, temps: &BTreeSet<NodeId>, attentions: Vec<Attention>, merge: 
             None => pass_key(g, &c, &shape),
         };
         buffers.push(Buffer { kind, node, shape });
-        stores.push((buffers.len() - 1, domain, level));
+        let products: BTreeSet<NodeId> = c
+            .iter()
+            .copied()
+            .filter(|&n| matches!(g.node(n).op, Op::MatMul(..)))
+            .collect();
+        stores.push((buffers.len() - 1, domain, level, products));
     }
-    let mut passes: Vec<(usize, Pass)> = Vec::new();
-    for (buf, domain, level) in stores {
-        match passes
-            .iter_mut()
-            .find(|(l, p)| merge && *l == level && same_domain(&p.domain, &domain))
-        {
-            Some((_, p)) => p.stores.push(buf),
+    // Stores of one level and domain share a pass, up to MAX_PRODUCTS products per pass.
+    let mut passes: Vec<(usize, Pass, BTreeSet<NodeId>)> = Vec::new();
+    for (buf, domain, level, products) in stores {
+        match passes.iter_mut().find(|(l, p, pr)| {
+            merge
+                && *l == level
+                && same_domain(&p.domain, &domain)
+                && pr.union(&products).count() <= MAX_PRODUCTS
+        }) {
+            Some((_, p, pr)) => {
+                p.stores.push(buf);
+                pr.extend(products);
+            }
             None => passes.push((
                 level,
                 Pass {
                     domain,
                     stores: vec![buf],
                 },
+                products,
             )),
         }
     }
-    passes.sort_by_key(|(l, _)| *l);
+    passes.sort_by_key(|(l, _, _)| *l);
     Fused {
         buffers,
-        passes: passes.into_iter().map(|(_, p)| p).collect(),
+        passes: passes.into_iter().map(|(_, p, _)| p).collect(),
     }
 }
 
