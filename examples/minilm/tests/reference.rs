@@ -86,6 +86,7 @@ fn check(what: &str, got: &[f32], want: &[f64]) {
         ww += w * w;
     }
     let cosine = dot / (gg.sqrt() * ww.sqrt());
+    eprintln!("{what}: max |diff| {worst:.2e}, cosine {cosine:.9}");
     assert!(
         worst <= MAX_ABS,
         "{what}: component {at} is {} but the reference is {} (|diff| {worst:.3e} > {MAX_ABS:e})",
