@@ -7,6 +7,9 @@
 # Vulkan loader's .deb files in .gl/). Then on the device machine, from the repository root,
 # carrying .gl and .devbin:
 #     bash bench/h100.sh [extra mia-bench arguments, e.g. --filter softmax]
+# With MIA_MINILM_DIR set (the unzipped all-MiniLM-L6-v2 model.zip) both sides also run the
+# whole-model case, checked first against MIA_MINILM_REFERENCE (default
+# ../shared/minilm/reference.json).
 # Results go to $OUT (the device tool's folder that comes back), else /tmp/mia-bench.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,14 +43,18 @@ fi
 } 2>&1 | tee "$LOG"
 
 status=0
+minilm=()
+if [ -n "${MIA_MINILM_DIR:-}" ]; then
+    minilm=(--minilm "$MIA_MINILM_DIR" --minilm-reference "${MIA_MINILM_REFERENCE:-../shared/minilm/reference.json}")
+fi
 echo "== mia-bench --device all $*" | tee -a "$LOG"
-.devbin/mia-bench --device all --json "$OUT/mia.json" "$@" 2>&1 | tee -a "$LOG" || status=1
+.devbin/mia-bench --device all --json "$OUT/mia.json" "${minilm[@]}" "$@" 2>&1 | tee -a "$LOG" || status=1
 if [ ! -f "$OUT/mia.json" ]; then
     echo "h100.sh: mia-bench wrote no JSON; stopping" | tee -a "$LOG"
     exit 1
 fi
 echo "== torch_bench.py" | tee -a "$LOG"
-PYTHONUNBUFFERED=1 python3 bench/torch_bench.py --mia "$OUT/mia.json" --json "$OUT/torch.json" 2>&1 \
+PYTHONUNBUFFERED=1 python3 bench/torch_bench.py --mia "$OUT/mia.json" --json "$OUT/torch.json" "${minilm[@]}" 2>&1 \
     | tee -a "$LOG" || status=1
 echo "== report" | tee -a "$LOG"
 if [ -f "$OUT/torch.json" ]; then

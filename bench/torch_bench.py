@@ -176,9 +176,9 @@ def minilm_inputs(model, batch, device):
     return {k: v.to(device) for k, v in feats.items()}
 
 
-def minilm_check(model, device):
-    """Max |component - reference| over shared/minilm/reference.json's sentences."""
-    with open(MINILM_REFERENCE) as f:
+def minilm_check(model, device, reference):
+    """Max |component - reference| over the reference file's sentences."""
+    with open(reference) as f:
         cases = json.load(f)["cases"]
     got = model.encode([c["text"] for c in cases], batch_size=len(cases), convert_to_tensor=True, device=device)
     want = torch.tensor([c["embedding"] for c in cases], dtype=torch.float64)
@@ -195,7 +195,7 @@ def minilm_cost(model, batch):
     return 4 * params + batch * t * 4 * 3 + batch * h * 4, batch * layers * per_layer
 
 
-def minilm_records(model_dir, threads, warmup_s, samples):
+def minilm_records(model_dir, reference, threads, warmup_s, samples):
     """sentences/s of sentence-transformers' all-MiniLM-L6-v2, eager, on CUDA and the CPU."""
     from sentence_transformers import SentenceTransformer  # only this case needs it
 
@@ -213,7 +213,7 @@ def minilm_records(model_dir, threads, warmup_s, samples):
         model = SentenceTransformer(model_dir, device=torch_dev)
         model.eval()
         try:
-            err = minilm_check(model, torch_dev)
+            err = minilm_check(model, torch_dev, reference)
             if not err <= MINILM_MAX_ABS:
                 raise ValueError(f"wrong result: max abs error {err:.3e} exceeds {MINILM_MAX_ABS:.0e}")
         except Exception as e:  # report, go on with the other device
@@ -283,6 +283,12 @@ def main():
     ap.add_argument("--filter", default=None, help="only cases whose name contains this")
     ap.add_argument("--minilm", default=None, metavar="DIR", help="also time all-MiniLM-L6-v2 from this model dir")
     ap.add_argument(
+        "--minilm-reference",
+        default=MINILM_REFERENCE,
+        metavar="FILE",
+        help="float64 reference embeddings checked before timing (default: shared/minilm/reference.json)",
+    )
+    ap.add_argument(
         "--cpu-threads",
         type=int,
         default=len(os.sched_getaffinity(0)),
@@ -299,9 +305,13 @@ def main():
             mia = json.load(f)
     quick = args.quick or mia.get("mode") == "quick"
     warmup_s, samples = (0.05, 3) if quick else (0.5, 20)
+    # Full fp32 everywhere (also the MiniLM case): no TF32 tensor cores.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
     records, failures = [], []
     if args.minilm is not None:
-        records, failures = minilm_records(args.minilm, args.cpu_threads, warmup_s, samples)
+        records, failures = minilm_records(args.minilm, args.minilm_reference, args.cpu_threads, warmup_s, samples)
         write_report(args.json, mia, records, failures)
     if args.mia is None:
         print(f"wrote {args.json}: {len(records)} records, {len(failures)} failures", flush=True)
@@ -309,9 +319,6 @@ def main():
 
     if not torch.cuda.is_available():
         sys.exit("torch_bench.py: CUDA is not available")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.set_float32_matmul_precision("highest")
     torch._dynamo.config.cache_size_limit = 64
 
 

@@ -159,9 +159,19 @@ pub fn suite(quick: bool) -> Vec<Case> {
             cases.push(make((elems / d).max(1), d));
         }
     }
-    // Matrix products at transformer shapes (MiniLM's 128 tokens × 384 ↔ 1536) and squares.
+    // Matrix products at transformer shapes (MiniLM's projections and FFN, 384 ↔ 1536, at
+    // 128 tokens and at a batch of 32 × 128 tokens) and squares.
     let squares: &[usize] = if quick { &[64] } else { &[1024, 4096] };
-    for &(m, k, n) in &[(128, 384, 1536), (128, 1536, 384)] {
+    let mut shapes = vec![(128, 384, 1536), (128, 1536, 384)];
+    if !quick {
+        shapes.extend([
+            (128, 384, 384),
+            (4096, 384, 384),
+            (4096, 384, 1536),
+            (4096, 1536, 384),
+        ]);
+    }
+    for (m, k, n) in shapes {
         cases.push(matmul(m, k, n));
     }
     for &s in squares {
@@ -171,12 +181,15 @@ pub fn suite(quick: bool) -> Vec<Case> {
     if !quick {
         cases.push(linear_gelu(4096, 1024, 4096));
     }
-    // Attention per head: 16 heads of 64, sequence 256 (quick: 2 heads of 16, sequence 32);
-    // the long-sequence case is GPU-sized.
+    // Attention per head: 16 heads of 64, sequence 256 (quick: 2 heads of 16, sequence 32),
+    // MiniLM's 32 × 12 heads of 32 at 128 tokens, and 4 heads of 64 at 1024 (CPU-sized); the
+    // long-sequence case is GPU-sized.
     if quick {
         cases.push(attention(2, 32, 16));
     } else {
         cases.push(attention(16, 256, 64));
+        cases.push(attention(384, 128, 32));
+        cases.push(attention(4, 1024, 64));
         cases.push(attention(16, 4096, 64));
     }
     cases
@@ -381,10 +394,11 @@ pub fn linear_gelu(m: usize, k: usize, n: usize) -> Case {
     case
 }
 
-/// `softmax(q·kᵀ/√d)·v` over `h` heads of `s` positions and width `d`.
+/// `softmax(q·kᵀ/√d)·v` over `h` heads of `s` positions and width `d`, against fusion off
+/// (the three passes) where its `h·s²` scores fit in 64 MiB.
 pub fn attention(h: usize, s: usize, d: usize) -> Case {
     let shape = [h, s, d];
-    Case {
+    let mut case = Case {
         name: format!("attention/{h}x{s}x{d}"),
         op: "attention",
         dims: vec![("H", h), ("S", s), ("D", d)],
@@ -408,7 +422,23 @@ pub fn attention(h: usize, s: usize, d: usize) -> Case {
                 scale,
             )?)
         })],
+    };
+    if h * s * s <= 1 << 24 {
+        case.impls.push(Impl::mia(
+            imp::FUSION_OFF,
+            kernels::attention_unfused::plan,
+            |t| {
+                let scale = 1.0 / (arg(t, 0)?.shape()[2] as f32).sqrt();
+                Ok(kernels::attention_unfused(
+                    arg(t, 0)?,
+                    arg(t, 1)?,
+                    arg(t, 2)?,
+                    scale,
+                )?)
+            },
+        ));
     }
+    case
 }
 
 pub fn matmul_baselines(m: usize, k: usize, n: usize) -> Case {
@@ -470,6 +500,13 @@ mod tests {
         f(&host, &mut out).unwrap();
         assert!(crate::reference::rel_error(&out, &want) < 1e-6);
         assert!(crate::baselines::gemm_f32(&[1.0], &[1.0], &mut [0.0; 2], 1, 1, 1).is_err());
+    }
+
+    /// The attention baseline is the naive form: two product passes around a softmax pass.
+    #[test]
+    fn unfused_attention_is_not_flash() {
+        let plan = kernels::attention_unfused::plan();
+        assert!(plan.passes() >= 3, "{:#?}", plan.passes);
     }
 
     #[test]

@@ -239,6 +239,7 @@ mod tests {
             gflop_per_s: 1.0,
             rel_error: None,
             ratios: BTreeMap::new(),
+            sentences_per_s: None,
             note: None,
         }
     }

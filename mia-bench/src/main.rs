@@ -75,6 +75,7 @@ mod cases;
 mod chart;
 mod kernels;
 mod measure;
+mod minilm;
 mod record;
 mod reference;
 mod report;
@@ -122,6 +123,17 @@ struct RunArgs {
     /// Only cases whose name contains this (e.g. `softmax`, `/4096`).
     #[arg(long, value_name = "SUBSTR")]
     filter: Option<String>,
+    /// Also run the whole-model case: all-MiniLM-L6-v2 from this folder (the unzipped
+    /// model.zip), batches of 1 and 32 sentences of 128 tokens.
+    #[arg(long, value_name = "DIR")]
+    minilm: Option<PathBuf>,
+    /// The float64 reference embeddings the MiniLM case is checked against first.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "../shared/minilm/reference.json"
+    )]
+    minilm_reference: PathBuf,
     /// Also print every measurement, not only the summary.
     #[arg(long)]
     verbose: bool,
@@ -199,6 +211,10 @@ fn bench(args: &RunArgs) -> Res<bool> {
         devices: devices(args.device)?,
         quick: args.quick,
         filter: args.filter.clone(),
+        minilm: args
+            .minilm
+            .clone()
+            .map(|dir| (dir, args.minilm_reference.clone())),
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
     for d in &opts.devices {

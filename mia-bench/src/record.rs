@@ -108,6 +108,9 @@ pub struct Record {
     /// of copy bandwidth reached (same bytes); for the others a speedup (> 1: mia is faster).
     #[serde(default)]
     pub ratios: BTreeMap<String, f64>,
+    /// Whole-model cases: sentences embedded per second (batch / `median_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentences_per_s: Option<f64>,
     /// Anything a reader must know to interpret the numbers (e.g. no timestamp queries).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -209,6 +212,7 @@ mod tests {
             gflop_per_s: 160.0 / median_s / 1e9,
             rel_error: Some(1e-7),
             ratios: BTreeMap::new(),
+            sentences_per_s: None,
             note: None,
         }
     }

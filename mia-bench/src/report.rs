@@ -84,6 +84,32 @@ fn summary_rows(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
+/// Whole-model cases: sentences per second of every implementation, side by side.
+fn throughput_rows(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
+    let header = ["device", "case", "impl", "median", "sentences/s", "mia ×"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let rows = report
+        .records
+        .iter()
+        .filter_map(|r| r.sentences_per_s.map(|s| (r, s)))
+        .map(|(r, s)| {
+            let mia = subjects(report).find(|m| m.case == r.case && m.device == r.device);
+            vec![
+                r.device.clone(),
+                r.case.clone(),
+                r.implementation.clone(),
+                time_text(r.median_s),
+                format!("{s:.1}"),
+                mia.filter(|m| m.median_s > 0.0)
+                    .map_or("–".into(), |m| format!("{:.2}", r.median_s / m.median_s)),
+            ]
+        })
+        .collect();
+    (header, rows)
+}
+
 /// Every record: one row per implementation.
 fn detail_rows(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
     let header = [
@@ -171,6 +197,11 @@ fn markdown_table(header: &[String], rows: &[Vec<String>]) -> String {
 pub fn text(report: &Report) -> String {
     let (h, rows) = summary_rows(report);
     let mut out = fixed_width(&h, &rows);
+    let (h, rows) = throughput_rows(report);
+    if !rows.is_empty() {
+        out += "\n";
+        out += &fixed_width(&h, &rows);
+    }
     out += "\nratios: baseline time / mia time (> 1: mia is faster); \"of roofline\": share of \
             a copy's bandwidth over the same bytes\n";
     out += &failures_text(report);
@@ -232,6 +263,15 @@ pub fn markdown(report: &Report, chart_file: Option<&str>) -> String {
             out,
             "\n![per-case share of the roofline and of the best peer]({chart})"
         );
+    }
+    let (h, rows) = throughput_rows(report);
+    if !rows.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Whole models\n\n`mia ×`: this implementation's time / mia's (> 1: mia is \
+             faster).\n"
+        );
+        out += &markdown_table(&h, &rows);
     }
     let _ = writeln!(out, "\n## Every measurement\n");
     let (h, rows) = detail_rows(report);

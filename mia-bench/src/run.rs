@@ -3,6 +3,7 @@
 //! roofline copy over the same bytes, and finally compute the ratios.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mia_runtime::{Device, Tensor};
@@ -18,6 +19,9 @@ pub struct Options {
     pub devices: Vec<Device>,
     pub quick: bool,
     pub filter: Option<String>,
+    /// The unzipped all-MiniLM-L6-v2 model and its float64 reference embeddings: adds the
+    /// whole-model case (see [`crate::minilm`]).
+    pub minilm: Option<(PathBuf, PathBuf)>,
     /// The command line, for the report.
     pub command: String,
 }
@@ -52,7 +56,7 @@ impl Rng {
 }
 
 /// `cpu` or `gpu`.
-fn device_key(dev: &Device) -> &'static str {
+pub fn device_key(dev: &Device) -> &'static str {
     if dev.is_gpu() {
         "gpu"
     } else {
@@ -73,7 +77,7 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
-fn device_name(dev: &Device) -> String {
+pub fn device_name(dev: &Device) -> String {
     if dev.is_gpu() {
         dev.name()
     } else {
@@ -163,6 +167,7 @@ fn record(case: &Case, dev: &Device, m: Measured<'_>) -> Record {
         gflop_per_s: rate(flops),
         rel_error: Some(rel_error),
         ratios: BTreeMap::new(),
+        sentences_per_s: None,
         note: timing.note,
     }
 }
@@ -286,7 +291,14 @@ pub fn run(opts: &Options) -> Res<Report> {
         .into_iter()
         .filter(|c| opts.filter.as_ref().is_none_or(|f| c.name.contains(f)))
         .collect();
-    if cases.is_empty() {
+    let minilm = opts.minilm.as_ref().filter(|_| {
+        opts.filter.as_ref().is_none_or(|f| {
+            crate::minilm::BATCHES
+                .iter()
+                .any(|&b| crate::minilm::case_name(b).contains(f.as_str()))
+        })
+    });
+    if cases.is_empty() && minilm.is_none() {
         return Err(format!(
             "no case matches --filter {:?}; cases are named like `softmax/4096`",
             opts.filter.as_deref().unwrap_or("")
@@ -384,6 +396,30 @@ pub fn run(opts: &Options) -> Res<Report> {
             }
         }
     }
+    if let Some((dir, reference)) = minilm {
+        for dev in &opts.devices {
+            eprintln!("minilm ({}) on {}", dir.display(), device_key(dev));
+            match crate::minilm::run(dir, reference, dev, method) {
+                Ok(records) => {
+                    for r in records {
+                        progress(&r);
+                        report.records.push(r);
+                    }
+                }
+                Err(e) => {
+                    eprintln!("  {:<3} minilm FAILED: {e}", device_key(dev));
+                    for b in crate::minilm::BATCHES {
+                        report.failures.push(Failure {
+                            case: crate::minilm::case_name(b),
+                            device: device_key(dev).to_string(),
+                            implementation: imp::MIA.to_string(),
+                            message: e.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+    }
     compute_ratios(&mut report.records);
     Ok(report)
 }
@@ -419,6 +455,7 @@ mod tests {
             devices: vec![Device::cpu()],
             quick: true,
             filter: Some("chain4/384".into()),
+            minilm: None,
             command: "test".into(),
         };
         let r = run(&opts).unwrap();

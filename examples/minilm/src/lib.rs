@@ -122,24 +122,71 @@ impl Encoder {
         Ok(out)
     }
 
-    fn run(&self, b: &Batch) -> Result<Vec<Vec<f32>>> {
-        let shape = [b.rows, b.len];
-        let dev = &self.device;
-        let input_ids = Tensor::from_slice(dev, shape, &b.input_ids)?;
-        let token_types = Tensor::from_slice(dev, shape, &b.token_type_ids)?;
-        let positions = Tensor::from_slice(dev, shape, &b.position_ids)?;
-        let mask = Tensor::from_slice(dev, shape, &b.attention_mask)?;
-        let y = self
-            .model
-            .forward(&input_ids, &token_types, &positions, &mask)?;
-        if y.shape() != [b.rows, DIM] {
-            return Err(Error::OutputShape {
-                got: y.shape().to_vec(),
-                expected: vec![b.rows, DIM],
+    /// The tokens of `text` cut or repeated to exactly `len` (at least 2): `[CLS]`, the text's
+    /// word pieces (repeated as needed), `[SEP]`. Fixed-length inputs for benchmarks, the same
+    /// as Hugging Face's `truncation=True, max_length=len` on a long enough text.
+    pub fn tokenize_exact(&self, text: &str, len: usize) -> Result<Vec<u32>> {
+        let ids = self.tokenize(text)?;
+        let (&cls, rest) = ids.split_first().ok_or_else(|| Error::Tokenize {
+            text: text.to_string(),
+            reason: "the tokenizer returned no tokens".into(),
+        })?;
+        let (&sep, body) = rest.split_last().unwrap_or((&cls, &[]));
+        if body.is_empty() || len < 2 {
+            return Err(Error::Tokenize {
+                text: text.to_string(),
+                reason: format!("cannot make {len} tokens from it"),
             });
         }
+        let mut out = vec![cls];
+        out.extend(body.iter().cycle().take(len - 2));
+        out.push(sep);
+        Ok(out)
+    }
+
+    /// A batch's tensors on this encoder's device.
+    pub fn upload(&self, b: &Batch) -> Result<Inputs> {
+        let shape = [b.rows, b.len];
+        let dev = &self.device;
+        Ok(Inputs {
+            input_ids: Tensor::from_slice(dev, shape, &b.input_ids)?,
+            token_type_ids: Tensor::from_slice(dev, shape, &b.token_type_ids)?,
+            position_ids: Tensor::from_slice(dev, shape, &b.position_ids)?,
+            attention_mask: Tensor::from_slice(dev, shape, &b.attention_mask)?,
+        })
+    }
+
+    /// The model on uploaded inputs: `[rows, 384]` embeddings, left on the device (on a GPU
+    /// the call only queues work; reading the result is the sync point).
+    pub fn forward(&self, x: &Inputs) -> Result<Tensor<f32>> {
+        let y = self.model.forward(
+            &x.input_ids,
+            &x.token_type_ids,
+            &x.position_ids,
+            &x.attention_mask,
+        )?;
+        let rows = x.input_ids.shape().first().copied().unwrap_or(0);
+        if y.shape() != [rows, DIM] {
+            return Err(Error::OutputShape {
+                got: y.shape().to_vec(),
+                expected: vec![rows, DIM],
+            });
+        }
+        Ok(y)
+    }
+
+    fn run(&self, b: &Batch) -> Result<Vec<Vec<f32>>> {
+        let y = self.forward(&self.upload(b)?)?;
         Ok(y.to_vec()?.chunks_exact(DIM).map(<[f32]>::to_vec).collect())
     }
+}
+
+/// One batch's model inputs on a device (see [`Encoder::upload`]).
+pub struct Inputs {
+    pub input_ids: Tensor<i32>,
+    pub token_type_ids: Tensor<i32>,
+    pub position_ids: Tensor<i32>,
+    pub attention_mask: Tensor<f32>,
 }
 
 const TOKENIZER: &str = "tokenizer.json";

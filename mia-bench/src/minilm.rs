@@ -1,0 +1,163 @@
+//! The whole-model case: all-MiniLM-L6-v2 (`examples/minilm`, compiled by `graph!`) on batches
+//! of 1 and 32 sentences of exactly 128 tokens, in sentences per second. The same sentence and
+//! the same cost model as `bench/torch_bench.py --minilm`, so the records pair with
+//! sentence-transformers' (`torch-eager`) in a merged report.
+//!
+//! Before timing, the encoder embeds the sentences of `reference.json` (float64 embeddings of
+//! the same weights) and must agree to 1e-4 per component and cosine ≥ 0.99999. The timed call
+//! is the forward pass on inputs already on the device, up to its result on the device (as
+//! PyTorch's `model(features)`); the timer is the host clock around a call and a synchronize,
+//! as on the PyTorch side; the GPU's own time is in the note.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use mia_runtime::Device;
+use minilm::{Batch, Encoder, MiniLm, DIM};
+use serde::Deserialize;
+
+use crate::cases::Res;
+use crate::measure::{stats, time, Method};
+use crate::record::{imp, Record};
+
+/// Tokens per sentence.
+pub const T: usize = 128;
+/// Sentences per forward pass.
+pub const BATCHES: [usize; 2] = [1, 32];
+/// The sentence, repeated past `T` word pieces (as torch_bench.py's `minilm_inputs`).
+const WORDS: &str = "the quick brown fox jumps over the lazy dog while kernels fuse ";
+/// Agreement with the float64 reference (reference.json's own tolerance).
+const MAX_ABS: f64 = 1e-4;
+const MIN_COSINE: f64 = 0.99999;
+
+#[derive(Deserialize)]
+struct Reference {
+    cases: Vec<RefCase>,
+}
+
+#[derive(Deserialize)]
+struct RefCase {
+    text: String,
+    embedding: Vec<f64>,
+}
+
+/// The case's name for a batch size.
+pub fn case_name(batch: usize) -> String {
+    format!("minilm/{batch}x{T}")
+}
+
+/// Max |component − reference|, min cosine and ‖got − ref‖/‖ref‖ over the reference sentences;
+/// an error when they are off.
+fn check(enc: &Encoder, reference: &Path) -> Res<(f64, f64, f64)> {
+    let text = std::fs::read_to_string(reference)
+        .map_err(|e| format!("reading {}: {e}", reference.display()))?;
+    let r: Reference = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not a reference file: {e}", reference.display()))?;
+    let texts: Vec<&str> = r.cases.iter().map(|c| c.text.as_str()).collect();
+    let got = enc.embed(&texts)?;
+    let (mut max_abs, mut min_cos, mut diff2, mut ref2) = (0.0f64, 1.0f64, 0.0, 0.0);
+    for (g, c) in got.iter().zip(&r.cases) {
+        if g.len() != c.embedding.len() {
+            return Err(format!(
+                "{} floats for {:?}, the reference has {}",
+                g.len(),
+                c.text,
+                c.embedding.len()
+            )
+            .into());
+        }
+        let (mut dot, mut gg, mut rr) = (0.0, 0.0, 0.0);
+        for (&a, &b) in g.iter().zip(&c.embedding) {
+            let a = f64::from(a);
+            max_abs = max_abs.max((a - b).abs());
+            diff2 += (a - b) * (a - b);
+            (dot, gg, rr) = (dot + a * b, gg + a * a, rr + b * b);
+        }
+        ref2 += rr;
+        min_cos = min_cos.min(dot / (gg.sqrt() * rr.sqrt()).max(f64::MIN_POSITIVE));
+    }
+    if !(max_abs <= MAX_ABS && min_cos >= MIN_COSINE) {
+        return Err(format!(
+            "wrong embeddings: max abs error {max_abs:.2e} (limit {MAX_ABS:.0e}), min cosine \
+             {min_cos:.7} (limit {MIN_COSINE})"
+        )
+        .into());
+    }
+    Ok((
+        max_abs,
+        min_cos,
+        (diff2 / ref2.max(f64::MIN_POSITIVE)).sqrt(),
+    ))
+}
+
+/// Bytes and flops of one forward, as torch_bench.py's `minilm_cost`: every weight read once
+/// plus the inputs and the output; 2 flops per multiply-add of the linear layers and of the
+/// two attention products.
+fn cost(batch: usize) -> (u64, u64) {
+    let params: usize = MiniLm::WEIGHTS
+        .iter()
+        .map(|(_, shape)| shape.iter().product::<usize>())
+        .sum();
+    let (h, f, layers) = (DIM, 1536, 6);
+    let per_layer = 2 * T * (4 * h * h + 2 * h * f) + 2 * 2 * T * T * h;
+    (
+        (4 * params + batch * T * 4 * 3 + batch * h * 4) as u64,
+        (batch * layers * per_layer) as u64,
+    )
+}
+
+/// One record per batch size: checked against `reference`, then timed on `dev`.
+pub fn run(dir: &Path, reference: &Path, dev: &Device, method: Method) -> Res<Vec<Record>> {
+    let enc = Encoder::open(dir, dev)?;
+    let (max_abs, min_cos, rel) = check(&enc, reference)?;
+    let ids = enc.tokenize_exact(&WORDS.repeat(T / 4), T)?;
+    let mut records = Vec::new();
+    for batch in BATCHES {
+        let rows: Vec<&[u32]> = (0..batch).map(|_| ids.as_slice()).collect();
+        let inputs = enc.upload(&Batch::new(&rows))?;
+        let timing = time(dev, method, || {
+            enc.forward(&inputs).map(drop).map_err(Into::into)
+        })?;
+        let (median, min, max) = stats(&timing.wall);
+        let gpu_note = if timing.samples != timing.wall {
+            format!(
+                "; {} median {:.3} ms",
+                timing.timer.name(),
+                stats(&timing.samples).0 * 1e3
+            )
+        } else {
+            String::new()
+        };
+        let (bytes, flops) = cost(batch);
+        let rate = |x: u64| x as f64 / median.max(f64::MIN_POSITIVE) / 1e9;
+        records.push(Record {
+            case: case_name(batch),
+            op: "minilm".into(),
+            shape: BTreeMap::from([("B".to_string(), batch), ("T".to_string(), T)]),
+            device: crate::run::device_key(dev).to_string(),
+            device_name: crate::run::device_name(dev),
+            implementation: imp::MIA.into(),
+            passes: Some(MiniLm::plan().passes()),
+            timer: "wall".into(),
+            samples: timing.wall.len(),
+            calls_per_sample: timing.calls_per_sample,
+            median_s: median,
+            min_s: min,
+            max_s: max,
+            wall_median_s: median,
+            bytes,
+            flops,
+            gb_per_s: rate(bytes),
+            gflop_per_s: rate(flops),
+            rel_error: Some(rel),
+            ratios: BTreeMap::new(),
+            sentences_per_s: Some(batch as f64 / median.max(f64::MIN_POSITIVE)),
+            note: Some(format!(
+                "forward on {batch} pre-tokenized {T}-token sentences, host clock around a call \
+                 and a synchronize{gpu_note}; vs the float64 reference: max abs error \
+                 {max_abs:.1e}, min cosine {min_cos:.9}"
+            )),
+        });
+    }
+    Ok(records)
+}
