@@ -6,7 +6,8 @@
 //!   (scalar) for `erf` and std's `exp`, since stable Rust has no vector math;
 //! - an unfused `ndarray` pipeline, written as a NumPy user writes it: one operator per pass
 //!   over memory with temporaries, single-threaded (as NumPy's elementwise ops are);
-//! - the `gemm` crate (candle's CPU matmul) for matrix products.
+//! - the `gemm` crate (candle's CPU matmul) for matrix products, and for attention the
+//!   unfused form around it (scores, softmax, product).
 
 use std::f32::consts::FRAC_1_SQRT_2;
 
@@ -373,5 +374,103 @@ pub fn gemm_bias_gelu(t: &[HostTensor], out: &mut Vec<f32>) -> Res<()> {
             *v = mia_runtime::math::gelu(*v + bv);
         }
     });
+    Ok(())
+}
+
+/// Attention the unfused way, per head `[S, D]`: `gemm` for the scaled scores `q·kᵀ`, a row
+/// softmax, `gemm` for `P·v`. Rayon over heads (gemm single-threaded inside), each head's
+/// `S × S` scores in a per-thread buffer: the strongest unfused form, since the scores of one
+/// head stay in cache when they fit.
+pub fn gemm_attention(t: &[HostTensor], out: &mut Vec<f32>) -> Res<()> {
+    let (q, k, v) = (arg(t, 0)?, arg(t, 1)?, arg(t, 2)?);
+    let [h, s, d] = match q.shape[..] {
+        [h, s, d] => [h, s, d],
+        _ => return Err(format!("attention wants [H, S, D], got {:?}", q.shape).into()),
+    };
+    if k.shape != q.shape || v.shape != q.shape {
+        return Err(format!(
+            "attention: shapes {:?}, {:?}, {:?}",
+            q.shape, k.shape, v.shape
+        )
+        .into());
+    }
+    let scale = 1.0 / (d as f32).sqrt();
+    out.resize(h * s * d, 0.0);
+    if out.is_empty() {
+        return Ok(());
+    }
+    let (si, di) = (s as isize, d as isize);
+    let head = s * d;
+    out.par_chunks_mut(head)
+        .enumerate()
+        .for_each_init(Vec::new, |p: &mut Vec<f32>, (i, o)| {
+            p.resize(s * s, 0.0);
+            let (q, k, v) = (
+                &q.data[i * head..],
+                &k.data[i * head..],
+                &v.data[i * head..],
+            );
+            // SAFETY: every operand is one head's row-major `[S, D]` block (or the `[S, S]`
+            // scores), which the strides below address exactly (shapes checked above); `p`
+            // and `o` are mutable borrows aliasing no input.
+            unsafe {
+                // p = scale · q · kᵀ (kᵀ through strides: row stride 1, column stride D).
+                gemm::gemm(
+                    s,
+                    s,
+                    d,
+                    p.as_mut_ptr(),
+                    1,
+                    si,
+                    false,
+                    q.as_ptr(),
+                    1,
+                    di,
+                    k.as_ptr(),
+                    di,
+                    1,
+                    0.0f32,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for row in p.chunks_exact_mut(s) {
+                let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let mut sum = 0.0f32;
+                for x in row.iter_mut() {
+                    *x = mia_runtime::math::exp(*x - mx);
+                    sum += *x;
+                }
+                let inv = 1.0 / sum;
+                row.iter_mut().for_each(|x| *x *= inv);
+            }
+            // SAFETY: as above.
+            unsafe {
+                gemm::gemm(
+                    s,
+                    d,
+                    s,
+                    o.as_mut_ptr(),
+                    1,
+                    di,
+                    false,
+                    p.as_ptr(),
+                    1,
+                    si,
+                    v.as_ptr(),
+                    1,
+                    di,
+                    0.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
     Ok(())
 }

@@ -394,8 +394,8 @@ pub fn linear_gelu(m: usize, k: usize, n: usize) -> Case {
     case
 }
 
-/// `softmax(q·kᵀ/√d)·v` over `h` heads of `s` positions and width `d`, against fusion off
-/// (the three passes) where its `h·s²` scores fit in 64 MiB.
+/// `softmax(q·kᵀ/√d)·v` over `h` heads of `s` positions and width `d`, against the unfused
+/// form on `gemm` (CPU) and against fusion off where its `h·s²` scores fit in 64 MiB.
 pub fn attention(h: usize, s: usize, d: usize) -> Case {
     let shape = [h, s, d];
     let mut case = Case {
@@ -423,6 +423,8 @@ pub fn attention(h: usize, s: usize, d: usize) -> Case {
             )?)
         })],
     };
+    case.impls
+        .push(Impl::host(imp::GEMM_THEN_PASS, baselines::gemm_attention));
     if h * s * s <= 1 << 24 {
         case.impls.push(Impl::mia(
             imp::FUSION_OFF,
@@ -502,7 +504,7 @@ mod tests {
         assert!(crate::baselines::gemm_f32(&[1.0], &[1.0], &mut [0.0; 2], 1, 1, 1).is_err());
     }
 
-    /// The attention baseline is the naive form: two product passes around a softmax pass.
+    /// The fusion-off attention is the naive form: two product passes around the softmax.
     #[test]
     fn unfused_attention_is_not_flash() {
         let plan = kernels::attention_unfused::plan();

@@ -68,15 +68,14 @@ pub fn linear_gelu_unfused(
     gelu(matmul(x, w) + bias)
 }
 
-/// `mia_kernels::attention` unfused, the naive form the flash kernel replaces: scaling `q`
-/// first keeps the attention pattern from matching, so the scores are a product pass, a
-/// softmax pass and another product pass (other fusions stay on, as a fair baseline).
-#[kernel]
+/// `mia_kernels::attention` unfused, the naive form the flash kernel replaces: the scores'
+/// product, scale, softmax and the second product as separate passes.
+#[kernel(fusion = false)]
 pub fn attention_unfused(
     q: Tensor<f32, H, T, E>,
     k: Tensor<f32, H, S, E>,
     v: Tensor<f32, H, S, E>,
     scale: f32,
 ) -> Tensor<f32, H, T, E> {
-    matmul(softmax(matmul(q * scale, transpose(k, -1, -2)), -1), v)
+    matmul(softmax(matmul(q, transpose(k, -1, -2)) * scale, -1), v)
 }
