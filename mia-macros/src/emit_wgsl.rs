@@ -23,7 +23,10 @@ pub const WORKGROUP: u32 = 256;
 const PAD: u32 = 4;
 
 /// A matmul tiling: each workgroup computes a `bm × bn` output tile in steps of `bk`, each
-/// invocation a `tm × tn` block held in registers.
+/// invocation a `tm × tn` block held in registers. With `ks > 1` the workgroup's invocations
+/// form `ks` slices that split each staged `bk` step between them and sum their blocks
+/// through workgroup memory at the end (split-K inside one workgroup: small `M × N` with long
+/// `K` still fills the GPU, and the epilogue stays fused).
 #[derive(Clone, Copy, Debug)]
 pub struct Tile {
     pub bm: u32,
@@ -31,49 +34,72 @@ pub struct Tile {
     pub bk: u32,
     pub tm: u32,
     pub tn: u32,
+    pub ks: u32,
 }
 
 impl Tile {
     pub fn threads(&self) -> u32 {
-        (self.bm / self.tm) * (self.bn / self.tn)
+        (self.bm / self.tm) * (self.bn / self.tn) * self.ks
     }
-    /// Whether the staged tiles of `products` products fit WebGPU's guaranteed 16 KiB of
-    /// workgroup memory.
-    pub fn fits(&self, products: usize) -> bool {
-        (self.bk * (self.bm + PAD) + products as u32 * self.bk * self.bn) * 4 <= 16384
+    /// Width of the register blocks' workgroup-memory reads: 4 (128-bit) when the blocks
+    /// split into runs of four, else 1.
+    pub fn width(&self) -> u32 {
+        if self.tm.is_multiple_of(4) && self.tn.is_multiple_of(4) {
+            4
+        } else {
+            1
+        }
+    }
+    /// Workgroup memory, in bytes, of a pass with `products` products: the staged tiles,
+    /// or the slices' partial blocks if those are larger (they reuse the same array).
+    pub fn workgroup_bytes(&self, products: usize) -> u32 {
+        let p = products as u32;
+        let staged = self.bk * (self.bm + PAD) + p * self.bk * self.bn;
+        let partial = (self.ks - 1) * p * self.bm * self.bn;
+        staged.max(partial) * 4
     }
     pub fn name(&self) -> String {
+        let split = if self.ks > 1 {
+            format!("k{}", self.ks)
+        } else {
+            String::new()
+        };
         format!(
-            "{}x{}x{}/{}x{}",
+            "{}x{}x{}/{}x{}{split}",
             self.bm, self.bn, self.bk, self.tm, self.tn
         )
     }
 }
 
+/// Workgroup memory a compiled tiling may use: the first tiling stays within WebGPU's
+/// guaranteed 16 KiB (it is the portable fallback); the others may use up to this, and the
+/// runtime skips those over the adapter's limit.
+pub const MAX_TILE_BYTES: u32 = 48 * 1024;
+
+const fn tile(bm: u32, bn: u32, bk: u32, tm: u32, tn: u32, ks: u32) -> Tile {
+    Tile {
+        bm,
+        bn,
+        bk,
+        tm,
+        tn,
+        ks,
+    }
+}
+
 /// The tilings compiled for every matmul pass; the runtime measures them per device and shape
-/// bucket and keeps the fastest (autotune). Large squares, medium, and short-and-wide (GEMV).
-pub const TILES: [Tile; 3] = [
-    Tile {
-        bm: 128,
-        bn: 128,
-        bk: 8,
-        tm: 8,
-        tn: 8,
-    },
-    Tile {
-        bm: 64,
-        bn: 64,
-        bk: 16,
-        tm: 4,
-        tn: 4,
-    },
-    Tile {
-        bm: 8,
-        bn: 64,
-        bk: 16,
-        tm: 1,
-        tn: 2,
-    },
+/// bucket and keeps the fastest (autotune). Large (`4096³` on an H100: 128 × 128), medium
+/// (`1024³`, `4096 × 384 × 1536`: 64 × 64), small `M × N` with long `K` through
+/// in-workgroup split-K (`128 × 384 × 1536`; the deeper one, over 16 KiB and 256
+/// invocations, only where the adapter allows: `128 × 1536 × 384`), and short-and-wide
+/// (GEMV). Others measured on the H100 (128 × 64, 64 × 64 with 8 × 8 blocks, 128 × 128 × 16,
+/// 16 × 16 split 16 ways) never won.
+pub const TILES: [Tile; 5] = [
+    tile(128, 128, 8, 8, 8, 1),
+    tile(64, 64, 16, 4, 4, 1),
+    tile(16, 32, 64, 4, 4, 8),
+    tile(16, 32, 128, 4, 4, 16),
+    tile(8, 64, 16, 1, 2, 1),
 ];
 
 /// Where each value lives in a pass's bindings and parameter array.
@@ -268,6 +294,7 @@ pub fn pass_shader(
         buf_types,
         scalar_types,
         vec: vec4,
+        mm_width: 1,
         helpers: BTreeSet::new(),
         shared: BTreeSet::new(),
     };
@@ -284,9 +311,10 @@ pub fn pass_shader(
     }
     let threads = match tile {
         Some(t) => {
-            let nb = ir.mm.as_ref().map_or(0, |m| m.bs.len()) as u32;
-            let _ = writeln!(s, "var<workgroup> As: array<f32, {}>;", t.bk * (t.bm + PAD));
-            let _ = writeln!(s, "var<workgroup> Bs: array<f32, {}>;", nb * t.bk * t.bn);
+            let nb = ir.mm.as_ref().map_or(0, |m| m.bs.len());
+            let (w, len) = (t.width(), t.workgroup_bytes(nb) / 4);
+            let ty = if w == 4 { "vec4<f32>" } else { "f32" };
+            let _ = writeln!(s, "var<workgroup> S: array<{ty}, {}>;", len / w);
             t.threads()
         }
         None => WORKGROUP,
@@ -307,6 +335,8 @@ struct Emitter<'a> {
     scalar_types: &'a [DType],
     /// Four elements per invocation (elementwise passes only).
     vec: bool,
+    /// A matmul pass's [`Tile::width`].
+    mm_width: u32,
     helpers: BTreeSet<&'static str>,
     shared: BTreeSet<&'static str>,
 }
@@ -450,10 +480,12 @@ impl Emitter<'_> {
         s
     }
 
-    /// A matmul pass: tiles of A and B staged in workgroup memory, a `tm × tn` register
-    /// block per invocation (rows and columns strided by the thread grid, so neighbouring
-    /// lanes read neighbouring words and store coalesced), then the epilogue per element of
-    /// the block, in bounds only.
+    /// A matmul pass: tiles of A and B staged in workgroup memory `S` (A transposed, so a
+    /// row block is contiguous), a `tm × tn` register block per invocation (runs of `width`
+    /// rows and columns strided by the thread grid, so a block is read with 128-bit loads,
+    /// neighbouring lanes read neighbouring words, and stores coalesce), then the epilogue per
+    /// element of the block, in bounds only. The next step's tiles are loaded into registers
+    /// while this step computes (global latency overlaps the arithmetic).
     fn matmul(&mut self, t: Tile) -> String {
         let ir = self.ir;
         let Some(mm) = &ir.mm else {
@@ -463,13 +495,21 @@ impl Emitter<'_> {
         let r = ir.dims.len();
         let (mi, ni) = (r - 2, r - 1);
         let nb = mm.bs.len();
-        let Tile { bm, bn, bk, tm, tn } = t;
-        let threads = t.threads();
+        let Tile {
+            bm,
+            bn,
+            bk,
+            tm,
+            tn,
+            ks,
+        } = t;
+        let (threads, w) = (t.threads(), t.width());
+        self.mm_width = w;
         let mut s = String::new();
         let (dm, dn, dk) = (lay.dim(mi), lay.dim(ni), lay.mm_k());
         let _ = writeln!(
             s,
-            "    const BM = {bm}u;\n    const BMP = {}u;\n    const BN = {bn}u;\n    const BK = {bk}u;\n    const TM = {tm}u;\n    const TN = {tn}u;\n    let M = P[{dm}];\n    let N = P[{dn}];\n    let K = P[{dk}];\n    let tiles_n = (N + BN - 1u) / BN;\n    let tiles_m = (M + BM - 1u) / BM;\n    let tn0 = (wid % tiles_n) * BN;\n    let tm0 = ((wid / tiles_n) % tiles_m) * BM;",
+            "    const BM = {bm}u;\n    const BMP = {}u;\n    const BN = {bn}u;\n    const BK = {bk}u;\n    const TM = {tm}u;\n    const TN = {tn}u;\n    const KS = {ks}u;\n    const W = {w}u;\n    const TXN = BN / TN;\n    const TYN = BM / TM;\n    const TPK = TXN * TYN;\n    const BOFF = BK * BMP;\n    let M = P[{dm}];\n    let N = P[{dn}];\n    let K = P[{dk}];\n    let tiles_n = (N + BN - 1u) / BN;\n    let tiles_m = (M + BM - 1u) / BM;\n    let tn0 = (wid % tiles_n) * BN;\n    let tm0 = ((wid / tiles_n) % tiles_m) * BM;",
             bm + PAD
         );
         let batch: Vec<usize> = (0..r - 2).collect();
@@ -487,6 +527,15 @@ impl Emitter<'_> {
                 terms.join(" + ")
             }
         };
+        let vty = if w == 4 { "vec4<f32>" } else { "f32" };
+        // The slot of float `f` of `S` (a vec4 component when w = 4).
+        let slot = |f: &str| {
+            if w == 4 {
+                format!("S[({f}) / 4u][({f}) % 4u]")
+            } else {
+                format!("S[{f}]")
+            }
+        };
         let _ = writeln!(
             s,
             "    let ab = {};\n    let a_rs = P[{}];\n    let a_cs = P[{}];",
@@ -494,48 +543,114 @@ impl Emitter<'_> {
             lay.mm_stride(0, mi),
             lay.mm_stride(0, r)
         );
+        // Per-invocation loads of one step: A is read along K by neighbouring lanes, B along N.
+        let la = (bm * bk).div_ceil(threads);
+        let lb = (bk * bn).div_ceil(threads);
+        // Bounds on `e` where the invocations do not divide a tile evenly: the load's guard
+        // prefix and the store's condition.
+        let guard = |n: u32| match n % threads {
+            0 => (String::new(), String::new()),
+            _ => (format!("e < {n}u && "), format!("if (e < {n}u) ")),
+        };
+        let ((ga, sa), (gb, sb)) = (guard(bm * bk), guard(bk * bn));
+        let _ = writeln!(s, "    var pa: array<f32, {la}>;");
         for j in 0..nb {
             let _ = writeln!(
                 s,
-                "    let bb{j} = {};\n    let b{j}_rs = P[{}];\n    let b{j}_cs = P[{}];\n    var acc{j}: array<f32, {}>;",
+                "    let bb{j} = {};\n    let b{j}_rs = P[{}];\n    let b{j}_cs = P[{}];\n    var acc{j}: array<{vty}, {}>;\n    var pb{j}: array<f32, {lb}>;",
                 base(1 + j),
                 lay.mm_stride(1 + j, r),
                 lay.mm_stride(1 + j, ni),
-                tm * tn
+                tm * tn / w
             );
         }
+        let (slice, l2) = if ks > 1 {
+            ("lid / TPK", "lid % TPK")
+        } else {
+            ("0u", "lid")
+        };
         let _ = writeln!(
             s,
-            "    let tx = lid % (BN / TN);\n    let ty = lid / (BN / TN);\n    for (var k0 = 0u; k0 < K; k0 = k0 + BK) {{"
+            "    let slice = {slice};\n    let l2 = {l2};\n    let tx = l2 % TXN;\n    let ty = l2 / TXN;"
         );
         let ab = mm.a.buf;
+        let load = |kb: &str| {
+            let mut l = format!(
+                "    for (var r = 0u; r < {la}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        let gm = tm0 + e / BK;\n        let gk = {kb} + e % BK;\n        var v = 0.0;\n        if ({ga}gm < M && gk < K) {{ v = B{ab}[ab + gm * a_rs + gk * a_cs]; }}\n        pa[r] = v;\n    }}\n"
+            );
+            for (j, b) in mm.bs.iter().enumerate() {
+                let buf = b.buf;
+                let _ = writeln!(
+                    l,
+                    "    for (var r = 0u; r < {lb}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        let gk = {kb} + e / BN;\n        let gn = tn0 + e % BN;\n        var v = 0.0;\n        if ({gb}gk < K && gn < N) {{ v = B{buf}[bb{j} + gk * b{j}_rs + gn * b{j}_cs]; }}\n        pb{j}[r] = v;\n    }}"
+                );
+            }
+            l
+        };
+        s.push_str(&load("0u"));
+        let _ = writeln!(s, "    for (var k0 = 0u; k0 < K; k0 = k0 + BK) {{");
         let _ = writeln!(
             s,
-            "        for (var e = lid; e < BM * BK; e = e + {threads}u) {{\n            let gm = tm0 + e / BK;\n            let gk = k0 + e % BK;\n            var v = 0.0;\n            if (gm < M && gk < K) {{ v = B{ab}[ab + gm * a_rs + gk * a_cs]; }}\n            As[(e % BK) * BMP + e / BK] = v;\n        }}"
+            "    for (var r = 0u; r < {la}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        {}{{ {} = pa[r]; }}\n    }}",
+            sa,
+            slot("(e % BK) * BMP + e / BK")
         );
-        for (j, b) in mm.bs.iter().enumerate() {
-            let buf = b.buf;
-            let off = j as u32 * bk * bn;
+        for j in 0..nb {
             let _ = writeln!(
                 s,
-                "        for (var e = lid; e < BK * BN; e = e + {threads}u) {{\n            let gk = k0 + e / BN;\n            let gn = tn0 + e % BN;\n            var v = 0.0;\n            if (gk < K && gn < N) {{ v = B{buf}[bb{j} + gk * b{j}_rs + gn * b{j}_cs]; }}\n            Bs[{off}u + e] = v;\n        }}"
+                "    for (var r = 0u; r < {lb}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        {}{{ {} = pb{j}[r]; }}\n    }}",
+                sb,
+                slot(&format!("BOFF + {}u + e", j as u32 * bk * bn))
             );
         }
+        let _ = writeln!(s, "    workgroupBarrier();");
+        s.push_str(&load("k0 + BK"));
         let _ = writeln!(
             s,
-            "        workgroupBarrier();\n        for (var kk = 0u; kk < BK; kk = kk + 1u) {{\n            var ar: array<f32, {tm}>;\n            for (var i = 0u; i < TM; i = i + 1u) {{ ar[i] = As[kk * BMP + ty + i * (BM / TM)]; }}"
+            "    for (var q = 0u; q < BK / KS; q = q + 1u) {{\n        let kk = slice * (BK / KS) + q;\n        var ar: array<{vty}, {}>;\n        for (var i = 0u; i < TM / W; i = i + 1u) {{ ar[i] = S[kk * (BMP / W) + i * TYN + ty]; }}",
+            tm / w
         );
+        let a_of = if w == 4 {
+            "vec4<f32>(ar[i / 4u][i % 4u])"
+        } else {
+            "ar[i]"
+        };
         for j in 0..nb {
             let off = j as u32 * bk * bn;
             let _ = writeln!(
                 s,
-                "            var br{j}: array<f32, {tn}>;\n            for (var jj = 0u; jj < TN; jj = jj + 1u) {{ br{j}[jj] = Bs[{off}u + kk * BN + tx + jj * (BN / TN)]; }}\n            for (var i = 0u; i < TM; i = i + 1u) {{\n                for (var jj = 0u; jj < TN; jj = jj + 1u) {{ acc{j}[i * TN + jj] = fma(ar[i], br{j}[jj], acc{j}[i * TN + jj]); }}\n            }}"
+                "        var br{j}: array<{vty}, {}>;\n        for (var g = 0u; g < TN / W; g = g + 1u) {{ br{j}[g] = S[(BOFF + {off}u + kk * BN) / W + g * TXN + tx]; }}\n        for (var i = 0u; i < TM; i = i + 1u) {{\n            let a = {a_of};\n            for (var g = 0u; g < TN / W; g = g + 1u) {{ acc{j}[i * (TN / W) + g] = fma(a, br{j}[g], acc{j}[i * (TN / W) + g]); }}\n        }}",
+                tn / w
             );
         }
-        let _ = writeln!(s, "        }}\n        workgroupBarrier();\n    }}");
+        let _ = writeln!(s, "    }}\n    workgroupBarrier();\n    }}");
+        if ks > 1 {
+            // Slices 1.. leave their blocks in S (lane-interleaved: conflict-free), slice 0
+            // adds them up and runs the epilogue.
+            let part = |sl: &str, j: usize| {
+                format!("S[(({sl}) * {nb}u + {j}u) * TPK * (TM * TN / W) + q * TPK + l2]")
+            };
+            let _ = writeln!(s, "    if (slice > 0u) {{");
+            for j in 0..nb {
+                let _ = writeln!(
+                    s,
+                    "        for (var q = 0u; q < TM * TN / W; q = q + 1u) {{ {} = acc{j}[q]; }}",
+                    part("slice - 1u", j)
+                );
+            }
+            let _ = writeln!(s, "    }}\n    workgroupBarrier();\n    if (slice != 0u) {{ return; }}\n    for (var sl = 1u; sl < KS; sl = sl + 1u) {{");
+            for j in 0..nb {
+                let _ = writeln!(
+                    s,
+                    "        for (var q = 0u; q < TM * TN / W; q = q + 1u) {{ acc{j}[q] = acc{j}[q] + {}; }}",
+                    part("sl - 1u", j)
+                );
+            }
+            let _ = writeln!(s, "    }}");
+        }
         let _ = writeln!(
             s,
-            "    for (var i = 0u; i < TM; i = i + 1u) {{\n    for (var jj = 0u; jj < TN; jj = jj + 1u) {{\n    let i{mi} = tm0 + ty + i * (BM / TM);\n    let i{ni} = tn0 + tx + jj * (BN / TN);\n    if (i{mi} < M && i{ni} < N) {{"
+            "    for (var i = 0u; i < TM; i = i + 1u) {{\n    for (var jj = 0u; jj < TN; jj = jj + 1u) {{\n    let i{mi} = tm0 + (i / W) * (TYN * W) + ty * W + i % W;\n    let i{ni} = tn0 + (jj / W) * (TXN * W) + tx * W + jj % W;\n    if (i{mi} < M && i{ni} < N) {{"
         );
         let axes: Vec<usize> = (0..r).collect();
         self.bases(&axes, &mut s);
@@ -612,6 +727,9 @@ impl Emitter<'_> {
                 InstOp::Const(c) => self.splat(dt, const_expr(*c)),
                 InstOp::Phase(p) => format!("ph{p}"),
                 InstOp::AxisLen => "axis_len".to_string(),
+                InstOp::Acc(j) if self.mm_width == 4 => {
+                    format!("acc{j}[i * (TN / 4u) + jj / 4u][jj % 4u]")
+                }
                 InstOp::Acc(j) => format!("acc{j}[i * TN + jj]"),
                 InstOp::Unary(op, x) => self.unary(*op, dt, &a(*x)),
                 InstOp::Binary(BinOp::Pow, x, y) => {

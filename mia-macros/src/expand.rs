@@ -187,7 +187,9 @@ pub(crate) fn compile(func: &syn::ItemFn, opts: &Options) -> Result<TokenStream,
         let mut forms = Vec::new();
         if let Some(mm) = &ir.mm {
             forms.push((p, emit_wgsl::TILES[0]));
-            for t in emit_wgsl::TILES[1..].iter().filter(|t| t.fits(mm.bs.len())) {
+            let fits =
+                |t: &&emit_wgsl::Tile| t.workgroup_bytes(mm.bs.len()) <= emit_wgsl::MAX_TILE_BYTES;
+            for t in emit_wgsl::TILES[1..].iter().filter(fits) {
                 shaders.push(shader(p, ir, false, Some(*t)));
                 forms.push((shaders.len() - 1, *t));
             }
@@ -807,22 +809,33 @@ impl Expander<'_> {
         let lens = self.buffer_lens(&bindings);
         let forms: Vec<usize> = self.tile_forms[p].iter().map(|f| f.0).collect();
         let tiles: Vec<emit_wgsl::Tile> = self.tile_forms[p].iter().map(|f| f.1).collect();
+        // Tile sizes, workgroup bytes and invocations: tilings over the device's limits are
+        // not tried (the first fits WebGPU's defaults).
         let sizes: Vec<TokenStream> = tiles
             .iter()
             .map(|t| {
                 let (bm, bn) = (t.bm as usize, t.bn as usize);
-                quote!((#bm, #bn))
+                let bytes = t.workgroup_bytes(ir.mm.as_ref().map_or(0, |m| m.bs.len()));
+                let threads = t.threads();
+                quote!((#bm, #bn, #bytes, #threads))
             })
             .collect();
         let names: Vec<String> = tiles.iter().map(|t| t.name()).collect();
+        let ntiles = tiles.len();
         quote! {
             {
                 #dims
                 let __lim = __dev.limits();
                 rt::gpu_whole_bindings(#label, &[#(#lens),*], __lim.max_storage_binding_bytes)?;
                 let __batches: usize = __d[..#nbo].iter().fold(1usize, |a, &b| a.saturating_mul(b));
-                let __run = |__t: usize| -> ::mia_runtime::Result<()> {
-                    let (__bm, __bn): (usize, usize) = [#(#sizes),*][__t];
+                let __tiles: [(usize, usize, u32, u32); #ntiles] = [#(#sizes),*];
+                let __names: [&str; #ntiles] = [#(#names),*];
+                let __ok: ::std::vec::Vec<usize> = (0..#ntiles)
+                    .filter(|&t| t == 0 || (__tiles[t].2 <= __lim.max_workgroup_storage_bytes && __tiles[t].3 <= __lim.max_invocations_per_workgroup))
+                    .collect();
+                let __run = |__i: usize| -> ::mia_runtime::Result<()> {
+                    let __t = __ok[__i];
+                    let (__bm, __bn, _, _) = __tiles[__t];
                     let __groups = __batches
                         .saturating_mul(__d[#mi].div_ceil(__bm))
                         .saturating_mul(__d[#ni].div_ceil(__bn));
@@ -847,7 +860,8 @@ impl Expander<'_> {
                         in_bounds: true,
                     })
                 };
-                let __t = rt::autotune(&__dev, #label, &[__batches, __d[#mi], __d[#ni], __mk], &[#(#names),*], &__run)?;
+                let __try: ::std::vec::Vec<&str> = __ok.iter().map(|&t| __names[t]).collect();
+                let __t = rt::autotune(&__dev, #label, &[__batches, __d[#mi], __d[#ni], __mk], &__try, &__run)?;
                 __run(__t)?;
             }
         }

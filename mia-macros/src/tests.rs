@@ -212,6 +212,35 @@ fn every_emitted_shader_validates() {
     }
 }
 
+/// Every tiling, with one product and two sharing A, a batch axis and an epilogue, gives a
+/// valid shader whose workgroup memory is what `Tile::workgroup_bytes` says.
+#[test]
+fn every_matmul_tiling_validates() {
+    for body in [
+        quote! { fn k(x: Tensor<f32, B, M, K>, w: Tensor<f32, K, N>, b: Tensor<f32, N>) -> Tensor<f32, B, M, N> { gelu(matmul(x, w) + b) } },
+        quote! { fn k(x: Tensor<f32, M, K>, w1: Tensor<f32, K, N>, w3: Tensor<f32, K, N>) -> Tensor<f32, M, N> { silu(matmul(x, w1)) * matmul(x, w3) } },
+    ] {
+        let k = ast::parse(&item(body)).expect("parses");
+        let g = check::check(&k).expect("checks");
+        let f = fuse::fuse(&g);
+        let buf_types: Vec<_> = f.buffers.iter().map(|b| g.node(b.node).dtype).collect();
+        let passes = lower::lower(&g, &f);
+        let (p, ir) = passes
+            .iter()
+            .enumerate()
+            .find(|(_, ir)| ir.mm.is_some())
+            .expect("a matmul pass");
+        let nb = ir.mm.as_ref().map_or(0, |m| m.bs.len());
+        assert!(emit_wgsl::TILES[0].workgroup_bytes(nb) <= 16384);
+        for t in emit_wgsl::TILES {
+            let src = emit_wgsl::pass_shader("k", p, ir, &buf_types, &[], false, Some(t));
+            validate::wgsl(&src).unwrap_or_else(|e| panic!("{}: {e}\n{src}", t.name()));
+            let len = t.workgroup_bytes(nb) / 4 / t.width();
+            assert!(src.contains(&format!(", {len}>;")), "{}", t.name());
+        }
+    }
+}
+
 #[test]
 fn expansion_defines_function_and_plan_module() {
     let out = expand::kernel(

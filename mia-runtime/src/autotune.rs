@@ -6,7 +6,9 @@
 //! `$XDG_CACHE_HOME/mia`, else `$HOME/.cache/mia`): one `device \t pass \t bucket \t tiling`
 //! line per choice. Lines that do not parse, and choices naming a tiling the pass no longer
 //! has (a stale cache after an upgrade), are ignored; a cache that cannot be read or written
-//! only costs a measurement. `MIA_AUTOTUNE=0` skips measuring and takes the first tiling.
+//! only costs a measurement. `MIA_AUTOTUNE=0` skips measuring and takes the first tiling;
+//! `MIA_AUTOTUNE_LOG=1` prints each measurement (tiling and time) to stderr; `MIA_TILE=i`
+//! takes the `i`-th tiling the device can run (for tests and measurements), when it exists.
 
 use crate::{Device, Result};
 use std::collections::HashMap;
@@ -92,6 +94,12 @@ pub fn autotune(
     tilings: &[&str],
     run: &dyn Fn(usize) -> Result<()>,
 ) -> Result<usize> {
+    let forced = std::env::var("MIA_TILE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(i) = forced.filter(|&i| i < tilings.len()) {
+        return Ok(i);
+    }
     if tilings.len() <= 1 || std::env::var("MIA_AUTOTUNE").is_ok_and(|v| v == "0") {
         return Ok(0);
     }
@@ -123,18 +131,40 @@ pub fn autotune(
             break;
         }
     }
+    // After a first round, short passes run several times per wait, so the ~0.1 ms of a
+    // submission and wait does not drown the differences between tilings.
     let mut best_of = vec![f64::INFINITY; tilings.len()];
-    for _ in 0..4 {
+    let mut reps = 1;
+    for round in 0..4 {
+        if round == 1 {
+            let fastest = best_of.iter().fold(f64::INFINITY, |a, &b| a.min(b));
+            reps = (0.002 / fastest.max(1e-6)).clamp(1.0, 16.0) as usize;
+        }
         for (i, b) in best_of.iter_mut().enumerate() {
             let start = Instant::now();
-            run(i)?;
+            for _ in 0..reps {
+                run(i)?;
+            }
             dev.synchronize()?;
-            *b = b.min(start.elapsed().as_secs_f64());
+            *b = b.min(start.elapsed().as_secs_f64() / reps as f64);
         }
     }
     let best = (0..tilings.len())
         .min_by(|&x, &y| best_of[x].total_cmp(&best_of[y]))
         .unwrap_or(0);
+    if std::env::var_os("MIA_AUTOTUNE_LOG").is_some() {
+        let times: Vec<String> = tilings
+            .iter()
+            .zip(&best_of)
+            .map(|(t, b)| format!("{t} {:.1}us", b * 1e6))
+            .collect();
+        eprintln!(
+            "mia autotune {label} {}: {} -> {}",
+            bucket(sizes),
+            times.join(", "),
+            tilings[best]
+        );
+    }
     let mut mem = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
     let map = mem.get_or_insert_with(load);
     // Merge with what other processes wrote meanwhile.
