@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release -p mia-bench -- [--device cpu|gpu|all|auto] [--json FILE] [--svg FILE]
 //!                                     [--quick] [--filter SUBSTR] [--verbose]
+//!                                     [--minilm DIR [--minilm-reference FILE]]
 //! mia-bench report --mia A.json [--torch B.json] --out DIR
 //! ```
 //!
@@ -51,6 +52,7 @@
 //!       "rel_error": 1.2e-7 | null,    // vs the float64 reference
 //!       "ratios": { "roofline-copy": 0.93, "ndarray": 12.5, ... },    // mia records only:
 //!                                      // baseline median_s / mia median_s, same case+device
+//!       "sentences_per_s": 2887.0,     // whole-model cases only: batch / median_s
 //!       "note": "..."                  // optional, e.g. why the timer is wall time
 //!   } ],
 //!   "failures": [ { "case", "device", "implementation", "message" } ] }

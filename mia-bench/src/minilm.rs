@@ -1,5 +1,5 @@
 //! The whole-model case: all-MiniLM-L6-v2 (`examples/minilm`, compiled by `graph!`) on batches
-//! of 1 and 32 sentences of exactly 128 tokens, in sentences per second. The same sentence and
+//! of 1 and 32 sentences of exactly 128 tokens (`--quick`: 1 × 16 and 2 × 32), in sentences per second. The same sentence and
 //! the same cost model as `bench/torch_bench.py --minilm`, so the records pair with
 //! sentence-transformers' (`torch-eager`) in a merged report.
 //!
@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use mia_runtime::Device;
+use mia_runtime::{Device, PassKind};
 use minilm::{Batch, Encoder, MiniLm, DIM};
 use serde::Deserialize;
 
@@ -20,11 +20,16 @@ use crate::cases::Res;
 use crate::measure::{stats, time, Method};
 use crate::record::{imp, Record};
 
-/// Tokens per sentence.
-pub const T: usize = 128;
-/// Sentences per forward pass.
-pub const BATCHES: [usize; 2] = [1, 32];
-/// The sentence, repeated past `T` word pieces (as torch_bench.py's `minilm_inputs`).
+/// (sentences per forward pass, tokens per sentence) of the full run, and of `--quick` (a
+/// smoke test of the whole path, small enough for CI's unoptimised build).
+pub fn shapes(quick: bool) -> [(usize, usize); 2] {
+    if quick {
+        [(1, 16), (2, 32)]
+    } else {
+        [(1, 128), (32, 128)]
+    }
+}
+/// The sentence, repeated past the length wanted (as torch_bench.py's `minilm_inputs`).
 const WORDS: &str = "the quick brown fox jumps over the lazy dog while kernels fuse ";
 /// Agreement with the float64 reference (reference.json's own tolerance).
 const MAX_ABS: f64 = 1e-4;
@@ -41,9 +46,9 @@ struct RefCase {
     embedding: Vec<f64>,
 }
 
-/// The case's name for a batch size.
-pub fn case_name(batch: usize) -> String {
-    format!("minilm/{batch}x{T}")
+/// The case's name for a shape.
+pub fn case_name((batch, t): (usize, usize)) -> String {
+    format!("minilm/{batch}x{t}")
 }
 
 /// Max |component − reference|, min cosine and ‖got − ref‖/‖ref‖ over the reference sentences;
@@ -93,26 +98,60 @@ fn check(enc: &Encoder, reference: &Path) -> Res<(f64, f64, f64)> {
 /// Bytes and flops of one forward, as torch_bench.py's `minilm_cost`: every weight read once
 /// plus the inputs and the output; 2 flops per multiply-add of the linear layers and of the
 /// two attention products.
-fn cost(batch: usize) -> (u64, u64) {
+fn cost((batch, t): (usize, usize)) -> (u64, u64) {
     let params: usize = MiniLm::WEIGHTS
         .iter()
         .map(|(_, shape)| shape.iter().product::<usize>())
         .sum();
     let (h, f, layers) = (DIM, 1536, 6);
-    let per_layer = 2 * T * (4 * h * h + 2 * h * f) + 2 * 2 * T * T * h;
+    let per_layer = 2 * t * (4 * h * h + 2 * h * f) + 2 * 2 * t * t * h;
     (
-        (4 * params + batch * T * 4 * 3 + batch * h * 4) as u64,
+        (4 * params + batch * t * 4 * 3 + batch * h * 4) as u64,
         (batch * layers * per_layer) as u64,
     )
 }
 
+/// GPU time per kind of pass, e.g. `; by pass: matmul 4.10 ms (30), attention 0.61 ms (6), …`
+/// (empty when the passes timed are not the plan's, e.g. a pass dispatched in chunks).
+fn breakdown(passes: &[std::time::Duration]) -> String {
+    let plan = MiniLm::plan();
+    if passes.len() != plan.passes() {
+        return String::new();
+    }
+    let mut kinds: Vec<(&str, f64, usize)> = Vec::new();
+    for (p, t) in plan.passes.iter().zip(passes) {
+        let kind = match p.kind {
+            PassKind::MatMul { .. } => "matmul",
+            PassKind::Attention { .. } => "attention",
+            PassKind::Rows { .. } => "rows",
+            PassKind::Elementwise => "elementwise",
+            PassKind::Gather => "gather",
+        };
+        match kinds.iter_mut().find(|k| k.0 == kind) {
+            Some(k) => (k.1, k.2) = (k.1 + t.as_secs_f64(), k.2 + 1),
+            None => kinds.push((kind, t.as_secs_f64(), 1)),
+        }
+    }
+    let parts: Vec<String> = kinds
+        .iter()
+        .map(|(k, t, n)| format!("{k} {:.3} ms ({n})", t * 1e3))
+        .collect();
+    format!("; by pass: {}", parts.join(", "))
+}
+
 /// One record per batch size: checked against `reference`, then timed on `dev`.
-pub fn run(dir: &Path, reference: &Path, dev: &Device, method: Method) -> Res<Vec<Record>> {
+pub fn run(
+    dir: &Path,
+    reference: &Path,
+    dev: &Device,
+    method: Method,
+    quick: bool,
+) -> Res<Vec<Record>> {
     let enc = Encoder::open(dir, dev)?;
     let (max_abs, min_cos, rel) = check(&enc, reference)?;
-    let ids = enc.tokenize_exact(&WORDS.repeat(T / 4), T)?;
     let mut records = Vec::new();
-    for batch in BATCHES {
+    for (batch, t) in shapes(quick) {
+        let ids = enc.tokenize_exact(&WORDS.repeat(t / 4 + 1), t)?;
         let rows: Vec<&[u32]> = (0..batch).map(|_| ids.as_slice()).collect();
         let inputs = enc.upload(&Batch::new(&rows))?;
         let timing = time(dev, method, || {
@@ -120,20 +159,23 @@ pub fn run(dir: &Path, reference: &Path, dev: &Device, method: Method) -> Res<Ve
         })?;
         let (median, min, max) = stats(&timing.wall);
         let gpu_note = if timing.samples != timing.wall {
+            let (r, passes) = dev.gpu_profile_passes(|| Ok(enc.forward(&inputs)))?;
+            r?;
             format!(
-                "; {} median {:.3} ms",
+                "; {} median {:.3} ms{}",
                 timing.timer.name(),
-                stats(&timing.samples).0 * 1e3
+                stats(&timing.samples).0 * 1e3,
+                passes.map_or(String::new(), |p| breakdown(&p))
             )
         } else {
             String::new()
         };
-        let (bytes, flops) = cost(batch);
+        let (bytes, flops) = cost((batch, t));
         let rate = |x: u64| x as f64 / median.max(f64::MIN_POSITIVE) / 1e9;
         records.push(Record {
-            case: case_name(batch),
+            case: case_name((batch, t)),
             op: "minilm".into(),
-            shape: BTreeMap::from([("B".to_string(), batch), ("T".to_string(), T)]),
+            shape: BTreeMap::from([("B".to_string(), batch), ("T".to_string(), t)]),
             device: crate::run::device_key(dev).to_string(),
             device_name: crate::run::device_name(dev),
             implementation: imp::MIA.into(),
@@ -153,7 +195,7 @@ pub fn run(dir: &Path, reference: &Path, dev: &Device, method: Method) -> Res<Ve
             ratios: BTreeMap::new(),
             sentences_per_s: Some(batch as f64 / median.max(f64::MIN_POSITIVE)),
             note: Some(format!(
-                "forward on {batch} pre-tokenized {T}-token sentences, host clock around a call \
+                "forward on {batch} pre-tokenized {t}-token sentences, host clock around a call \
                  and a synchronize{gpu_note}; vs the float64 reference: max abs error \
                  {max_abs:.1e}, min cosine {min_cos:.9}"
             )),

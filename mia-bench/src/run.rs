@@ -293,7 +293,7 @@ pub fn run(opts: &Options) -> Res<Report> {
         .collect();
     let minilm = opts.minilm.as_ref().filter(|_| {
         opts.filter.as_ref().is_none_or(|f| {
-            crate::minilm::BATCHES
+            crate::minilm::shapes(opts.quick)
                 .iter()
                 .any(|&b| crate::minilm::case_name(b).contains(f.as_str()))
         })
@@ -399,7 +399,7 @@ pub fn run(opts: &Options) -> Res<Report> {
     if let Some((dir, reference)) = minilm {
         for dev in &opts.devices {
             eprintln!("minilm ({}) on {}", dir.display(), device_key(dev));
-            match crate::minilm::run(dir, reference, dev, method) {
+            match crate::minilm::run(dir, reference, dev, method, opts.quick) {
                 Ok(records) => {
                     for r in records {
                         progress(&r);
@@ -408,7 +408,7 @@ pub fn run(opts: &Options) -> Res<Report> {
                 }
                 Err(e) => {
                     eprintln!("  {:<3} minilm FAILED: {e}", device_key(dev));
-                    for b in crate::minilm::BATCHES {
+                    for b in crate::minilm::shapes(opts.quick) {
                         report.failures.push(Failure {
                             case: crate::minilm::case_name(b),
                             device: device_key(dev).to_string(),

@@ -160,8 +160,17 @@ fn graph_model_loads_weights_and_matches_f64() {
     }
     for dev in devices() {
         let model = Mlp::load(&dev, &st).unwrap();
-        let got = fetch("mlp", model.forward(&tensor(&dev, &[n, 4], &x)), &[n, 8]);
+        let input = tensor(&dev, &[n, 4], &x);
+        let got = fetch("mlp", model.forward(&input), &[n, 8]);
         check("graph! mlp", &dev, &got, &want, TOL);
+        // Per-pass GPU times: one per planned pass, in plan order (None on the CPU).
+        let (_, passes) = dev.gpu_profile_passes(|| model.forward(&input)).unwrap();
+        if dev.is_gpu() && dev.has_timestamps() {
+            let passes = passes.expect("per-pass times on a GPU with timestamps");
+            assert_eq!(passes.len(), Mlp::plan().passes(), "{passes:?}");
+        } else {
+            assert!(passes.is_none());
+        }
     }
     assert_eq!(Mlp::WEIGHTS.len(), 9);
     assert_eq!(Mlp::WEIGHTS[1], ("blocks.0.dense.weight", &[8usize, 8][..]));

@@ -278,7 +278,11 @@ impl Device {
             Inner::Cpu => f().map(|out| (out, None)),
             #[cfg(feature = "gpu")]
             Inner::Gpu(ctx) if ctx.has(wgpu::Features::TIMESTAMP_QUERY) => {
-                ctx.profile(f).map(|(out, t)| (out, Some(t)))
+                ctx.profile(f).map(|(out, spans)| {
+                    let start = spans.iter().map(|s| s.0).fold(f64::INFINITY, f64::min);
+                    let end = spans.iter().map(|s| s.1).fold(0.0, f64::max);
+                    (out, Some(nanos(end - start)))
+                })
             }
             #[cfg(feature = "gpu")]
             Inner::Gpu(ctx) => {
@@ -286,6 +290,23 @@ impl Device {
                 ctx.synchronize()?;
                 Ok((out, None))
             }
+        }
+    }
+
+    /// Like [`Device::gpu_profile`], but the GPU time of each pass recorded while `f` ran, in
+    /// recording order (the passes of a kernel follow its [`crate::Plan`]; a pass dispatched
+    /// in chunks counts once per chunk). Gaps between passes are left out. `None` where
+    /// `gpu_profile` gives `None`. For finding where the time of a whole model goes.
+    pub fn gpu_profile_passes<T>(
+        &self,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<(T, Option<Vec<std::time::Duration>>)> {
+        match &self.inner {
+            #[cfg(feature = "gpu")]
+            Inner::Gpu(ctx) if ctx.has(wgpu::Features::TIMESTAMP_QUERY) => ctx
+                .profile(f)
+                .map(|(out, spans)| (out, Some(spans.iter().map(|s| nanos(s.1 - s.0)).collect()))),
+            _ => self.gpu_profile(f).map(|(out, _)| (out, None)),
         }
     }
 
@@ -348,6 +369,12 @@ impl fmt::Debug for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Device({self})")
     }
+}
+
+/// A duration from GPU nanoseconds (negative spans, from a clock that went backwards, are 0).
+#[cfg(feature = "gpu")]
+fn nanos(ns: f64) -> std::time::Duration {
+    std::time::Duration::from_nanos(ns.max(0.0).round() as u64)
 }
 
 #[cfg(test)]

@@ -60,6 +60,9 @@ struct Pending {
     profile: Option<ProfileScope>,
 }
 
+/// The label of debug builds' output-poisoning passes.
+const POISON_LABEL: &str = "mia/poison";
+
 /// Passes one profile scope can time: two timestamps each, within wgpu's query-set maximum.
 const PROFILE_PASSES: u32 = wgpu::QUERY_SET_MAX_QUERIES / 2;
 
@@ -417,10 +420,10 @@ impl GpuContext {
         Ok(Arc::clone(pipelines.entry(key).or_insert(pipeline)))
     }
 
-    /// Runs `f` with a profile scope open, waits for the GPU, and returns the time from the
-    /// start of the first pass recorded in the scope to the end of the last (see
-    /// [`Device::gpu_profile`]). The caller checked that the device has timestamp queries.
-    pub(crate) fn profile<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<(T, Duration)> {
+    /// Runs `f` with a profile scope open, waits for the GPU, and returns the start and end of
+    /// each pass recorded in the scope, in nanoseconds on the GPU's clock, in recording order
+    /// (see [`Device::gpu_profile`]). The caller checked that the device has timestamp queries.
+    pub(crate) fn profile<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<(T, Vec<(f64, f64)>)> {
         let busy = || Error::Gpu {
             context: "opening a GPU profile scope".into(),
             message: "another profile scope is open; scopes neither nest nor overlap".into(),
@@ -454,7 +457,7 @@ impl GpuContext {
         let out = out?;
         if passes == 0 {
             self.synchronize()?;
-            return Ok((out, Duration::ZERO));
+            return Ok((out, Vec::new()));
         }
         if passes > PROFILE_PASSES {
             self.synchronize()?;
@@ -496,11 +499,12 @@ impl GpuContext {
                 .collect()
         };
         profiler.read.unmap();
-        let start = ticks.iter().step_by(2).copied().min().unwrap_or(0);
-        let end = ticks.iter().skip(1).step_by(2).copied().max().unwrap_or(0);
         let period_ns = f64::from(self.queue.get_timestamp_period());
-        let ns = end.saturating_sub(start) as f64 * period_ns;
-        Ok((out, Duration::from_nanos(ns.round() as u64)))
+        let spans = ticks
+            .chunks_exact(2)
+            .map(|w| (w[0] as f64 * period_ns, w[1] as f64 * period_ns))
+            .collect();
+        Ok((out, spans))
     }
 
     fn new_profiler(&self) -> Result<Profiler> {
@@ -653,7 +657,9 @@ impl GpuContext {
                 encoder, profile, ..
             } = &mut *pending;
             let encoder = encoder.get_or_insert_with(|| self.new_encoder());
-            let timestamp_writes = profile.as_mut().and_then(|scope| {
+            // Debug poisoning is not the kernel's work: it is left out of profiles.
+            let timed = profile.as_mut().filter(|_| label != POISON_LABEL);
+            let timestamp_writes = timed.and_then(|scope| {
                 let i = scope.passes;
                 scope.passes = scope.passes.saturating_add(1);
                 (i < PROFILE_PASSES).then_some(wgpu::ComputePassTimestampWrites {
@@ -817,7 +823,7 @@ impl GpuBuffer {
             let groups = len.div_ceil(256) as u64;
             dev.dispatch(&crate::rt::GpuPass {
                 wgsl: POISON_FILL,
-                label: "mia/poison",
+                label: POISON_LABEL,
                 buffers: &[&out],
                 ranges: &[],
                 reads: 0,
