@@ -501,43 +501,80 @@ impl Expander<'_> {
         }
     }
 
-    fn cpu_body(&self) -> TokenStream {
+    /// Binds every input buffer (`input(buffer, parameter)`) and allocates every output
+    /// buffer (`alloc(buffer)`) before the first pass; temps come and go with [`Self::temps_at`].
+    fn declare_buffers(
+        &self,
+        input: impl Fn(usize, &syn::Ident) -> TokenStream,
+        alloc: impl Fn(usize) -> TokenStream,
+    ) -> TokenStream {
         let tparams = self.tensor_params();
         let mut out = TokenStream::new();
         for (b, buf) in self.f.buffers.iter().enumerate() {
-            let v = format_ident!("__cb{}", b);
-            let t = rust_type(self.buf_types[b]);
             match buf.kind {
-                BufKind::Input(i) => {
-                    let id = &tparams[i].0;
-                    out.extend(quote!(let #v: &[#t] = rt::cpu(#id)?;));
-                }
-                BufKind::Output(_) => {
-                    let len = format_ident!("__len{}", b);
-                    out.extend(
-                        quote!(let mut #v: ::std::vec::Vec<#t> = rt::cpu_alloc::<#t>(#len);),
-                    );
-                }
+                BufKind::Input(i) => out.extend(input(b, &tparams[i].0)),
+                BufKind::Output(_) => out.extend(alloc(b)),
                 BufKind::Temp => {}
             }
         }
+        out
+    }
+
+    /// Before pass `p`: allocates the temps it writes first and frees those the previous pass
+    /// read last (`life` from [`Self::lifetimes`]).
+    fn temps_at(
+        &self,
+        life: &[Option<(usize, usize)>],
+        p: usize,
+        alloc: impl Fn(usize) -> TokenStream,
+        free: impl Fn(usize) -> TokenStream,
+    ) -> TokenStream {
+        let mut out = TokenStream::new();
+        for (b, l) in life.iter().enumerate() {
+            match l {
+                Some((d, _)) if *d == p => out.extend(alloc(b)),
+                Some((_, u)) if *u + 1 == p => out.extend(free(b)),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// A `&GpuBuffer` expression for buffer `b`: inputs are bound as references already,
+    /// outputs and temps are owned.
+    fn gpu_ref(&self, b: usize) -> TokenStream {
+        let v = format_ident!("__gb{}", b);
+        match self.f.buffers[b].kind {
+            BufKind::Input(_) => quote!(#v),
+            _ => quote!(&#v),
+        }
+    }
+
+    fn cpu_body(&self) -> TokenStream {
+        let alloc = |b: usize| {
+            let (v, t, len) = (
+                format_ident!("__cb{}", b),
+                rust_type(self.buf_types[b]),
+                format_ident!("__len{}", b),
+            );
+            quote!(let mut #v: ::std::vec::Vec<#t> = rt::cpu_alloc::<#t>(#len);)
+        };
+        let mut out = self.declare_buffers(
+            |b, id| {
+                let (v, t) = (format_ident!("__cb{}", b), rust_type(self.buf_types[b]));
+                quote!(let #v: &[#t] = rt::cpu(#id)?;)
+            },
+            alloc,
+        );
         let scalars = self.scalar_idents();
         let life = self.lifetimes();
         for (p, ir) in self.passes.iter().enumerate() {
             // Temps live from the pass that writes them to the last that reads them: freed
             // buffers go back to the pool, where the next temp of the same size finds them.
-            for (b, l) in life.iter().enumerate() {
+            out.extend(self.temps_at(&life, p, alloc, |b| {
                 let v = format_ident!("__cb{}", b);
-                let t = rust_type(self.buf_types[b]);
-                let len = format_ident!("__len{}", b);
-                match l {
-                    Some((d, _)) if *d == p => out.extend(
-                        quote!(let mut #v: ::std::vec::Vec<#t> = rt::cpu_alloc::<#t>(#len);),
-                    ),
-                    Some((_, u)) if *u + 1 == p => out.extend(quote!(rt::cpu_free(#v);)),
-                    _ => {}
-                }
-            }
+                quote!(rt::cpu_free(#v);)
+            }));
             let (dims, _) = self.pass_dims(ir);
             let f = emit_cpu::pass_fn_name(p);
             let mut args = Vec::new();
@@ -602,56 +639,37 @@ impl Expander<'_> {
     }
 
     fn gpu_body(&self, name: &syn::Ident) -> TokenStream {
-        let tparams = self.tensor_params();
-        let mut out = TokenStream::new();
-        for (b, buf) in self.f.buffers.iter().enumerate() {
-            let v = format_ident!("__gb{}", b);
-            let t = rust_type(self.buf_types[b]);
-            match buf.kind {
-                BufKind::Input(i) => {
-                    let id = &tparams[i].0;
-                    out.extend(quote!(let #v: &rt::GpuBuffer = rt::gpu_buffer(#id)?;));
-                }
-                BufKind::Output(_) => {
-                    let len = format_ident!("__len{}", b);
-                    out.extend(
-                        quote!(let #v: rt::GpuBuffer = rt::GpuBuffer::alloc::<#t>(&__dev, #len)?;),
-                    );
-                }
-                BufKind::Temp => {}
-            }
-        }
+        let alloc = |b: usize| {
+            let (v, t, len) = (
+                format_ident!("__gb{}", b),
+                rust_type(self.buf_types[b]),
+                format_ident!("__len{}", b),
+            );
+            quote!(let #v: rt::GpuBuffer = rt::GpuBuffer::alloc::<#t>(&__dev, #len)?;)
+        };
+        let mut out = self.declare_buffers(
+            |b, id| {
+                let v = format_ident!("__gb{}", b);
+                quote!(let #v: &rt::GpuBuffer = rt::gpu_buffer(#id)?;)
+            },
+            alloc,
+        );
         let scalars = self.scalar_idents();
         let life = self.lifetimes();
         for (p, ir) in self.passes.iter().enumerate() {
             // As on the CPU; a dropped buffer returns to the device's pool, and queued passes
             // run in order, so the next pass may reuse it at once.
-            for (b, l) in life.iter().enumerate() {
+            out.extend(self.temps_at(&life, p, alloc, |b| {
                 let v = format_ident!("__gb{}", b);
-                let t = rust_type(self.buf_types[b]);
-                let len = format_ident!("__len{}", b);
-                match l {
-                    Some((d, _)) if *d == p => out.extend(
-                        quote!(let #v: rt::GpuBuffer = rt::GpuBuffer::alloc::<#t>(&__dev, #len)?;),
-                    ),
-                    Some((_, u)) if *u + 1 == p => out.extend(quote!(::core::mem::drop(#v);)),
-                    _ => {}
-                }
-            }
+                quote!(::core::mem::drop(#v);)
+            }));
             let lay = Layout::of(ir);
             let (dims, _) = self.pass_dims(ir);
             let bufs: Vec<TokenStream> = lay
                 .reads
                 .iter()
                 .chain(&lay.writes)
-                .map(|&b| {
-                    let v = format_ident!("__gb{}", b);
-                    if matches!(self.f.buffers[b].kind, BufKind::Input(_)) {
-                        quote!(#v)
-                    } else {
-                        quote!(&#v)
-                    }
-                })
+                .map(|&b| self.gpu_ref(b))
                 .collect();
             let reads = lay.reads.len();
             let scalar_bits: Vec<TokenStream> = scalars
@@ -890,11 +908,7 @@ impl Expander<'_> {
         let operand = |a: usize| {
             let acc = ir.loads.get(a).unwrap_or(&ir.stores[0].0);
             let (data, ty) = if gpu {
-                let v = format_ident!("__gb{}", acc.buf);
-                let r = match self.f.buffers[acc.buf].kind {
-                    BufKind::Input(_) => quote!(#v),
-                    _ => quote!(&#v),
-                };
+                let r = self.gpu_ref(acc.buf);
                 (quote!(buf: #r), quote!(rt::GpuOperand))
             } else {
                 let v = format_ident!("__cb{}", acc.buf);
@@ -956,14 +970,7 @@ impl Expander<'_> {
                 quote!(rt::gather(__K, #arg, &#t[..], #w, &#i[..], &mut #o[..])?;)
             }
             Some(label) => {
-                let r = |b: usize| {
-                    let v = format_ident!("__gb{}", b);
-                    match self.f.buffers[b].kind {
-                        BufKind::Input(_) => quote!(#v),
-                        _ => quote!(&#v),
-                    }
-                };
-                let (t, i, o) = (r(t), r(i), r(o));
+                let (t, i, o) = (self.gpu_ref(t), self.gpu_ref(i), self.gpu_ref(o));
                 quote!(rt::gpu_gather::<#it>(&__dev, #label, #t, #w, #i, #o)?;)
             }
         }
