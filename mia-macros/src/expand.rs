@@ -601,14 +601,6 @@ impl Expander<'_> {
                     quote!(__d[#ax].saturating_mul(#phases))
                 }
             };
-            if let Some(at) = &ir.attn {
-                out.extend(self.attention(ir, at, &dims, None));
-                continue;
-            }
-            if let Some(w) = &ir.gather {
-                out.extend(self.gather(ir, w, None));
-                continue;
-            }
             let call = match &ir.mm {
                 Some(m) => {
                     let a = format_ident!("__cb{}", m.a.buf);
@@ -622,12 +614,18 @@ impl Expander<'_> {
                     rt::parallel_for(__count, #cost, |__range| #f(#(#args,)* &__d, &__st, __range));
                 },
             };
+            let body = if let Some(at) = &ir.attn {
+                self.attention(ir, at, &dims, None)
+            } else if let Some(w) = &ir.gather {
+                self.gather(ir, w, None)
+            } else {
+                quote!({ #dims #lets #call })
+            };
+            // Timed only inside `Device::profile_passes`.
             out.extend(quote! {
-                {
-                    #dims
-                    #lets
-                    #call
-                }
+                let __pt = rt::pass_clock();
+                #body
+                rt::pass_done(__pt);
             });
         }
         out.extend(self.outputs_expr(|b| {

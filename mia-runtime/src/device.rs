@@ -293,20 +293,26 @@ impl Device {
         }
     }
 
-    /// Like [`Device::gpu_profile`], but the GPU time of each pass recorded while `f` ran, in
-    /// recording order (the passes of a kernel follow its [`crate::Plan`]; a pass dispatched
-    /// in chunks counts once per chunk). Gaps between passes are left out. `None` where
-    /// `gpu_profile` gives `None`. For finding where the time of a whole model goes.
-    pub fn gpu_profile_passes<T>(
+    /// The time of each pass of the kernels `f` runs, in the order they ran (a kernel's passes
+    /// follow its [`crate::Plan`]; a GPU pass dispatched in chunks counts once per chunk): for
+    /// finding where the time of a whole model goes. On a GPU it is read from timestamps
+    /// (gaps between passes left out; `None` where [`Device::gpu_profile`] gives `None`); on
+    /// the CPU it is host time around each pass run on this thread.
+    pub fn profile_passes<T>(
         &self,
         f: impl FnOnce() -> Result<T>,
     ) -> Result<(T, Option<Vec<std::time::Duration>>)> {
         match &self.inner {
+            Inner::Cpu => {
+                let (out, times) = crate::rt::cpu_profile(f);
+                out.map(|o| (o, Some(times)))
+            }
             #[cfg(feature = "gpu")]
             Inner::Gpu(ctx) if ctx.has(wgpu::Features::TIMESTAMP_QUERY) => ctx
                 .profile(f)
                 .map(|(out, spans)| (out, Some(spans.iter().map(|s| nanos(s.1 - s.0)).collect()))),
-            _ => self.gpu_profile(f).map(|(out, _)| (out, None)),
+            #[cfg(feature = "gpu")]
+            Inner::Gpu(_) => self.gpu_profile(f).map(|(out, _)| (out, None)),
         }
     }
 

@@ -363,6 +363,38 @@ pub struct OutPtr<T>(pub *mut T);
 unsafe impl<T: Send> Send for OutPtr<T> {}
 unsafe impl<T: Send> Sync for OutPtr<T> {}
 
+thread_local! {
+    /// Host time of each CPU pass run on this thread while a profile scope is open
+    /// ([`Device::profile_passes`]); `None` outside one, so passes then cost one check.
+    static PASS_TIMES: std::cell::RefCell<Option<Vec<std::time::Duration>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Called by generated CPU code before each pass: the start time inside a profile scope.
+pub fn pass_clock() -> Option<std::time::Instant> {
+    PASS_TIMES.with(|p| p.borrow().is_some().then(std::time::Instant::now))
+}
+
+/// Called after each CPU pass with what [`pass_clock`] returned.
+pub fn pass_done(start: Option<std::time::Instant>) {
+    if let Some(t) = start {
+        PASS_TIMES.with(|p| {
+            if let Some(v) = p.borrow_mut().as_mut() {
+                v.push(t.elapsed());
+            }
+        });
+    }
+}
+
+/// Runs `f` with this thread's CPU profile scope open; the host time of each pass it ran.
+/// A scope opened inside another times its own passes only; the outer one resumes after.
+pub(crate) fn cpu_profile<T>(f: impl FnOnce() -> T) -> (T, Vec<std::time::Duration>) {
+    let outer = PASS_TIMES.with(|p| p.borrow_mut().replace(Vec::new()));
+    let out = f();
+    let times = PASS_TIMES.with(|p| std::mem::replace(&mut *p.borrow_mut(), outer));
+    (out, times.unwrap_or_default())
+}
+
 /// Runs `f` over `0..n` split into contiguous ranges: on the calling thread when
 /// `n * cost` (roughly the elements touched) is small, on rayon's pool otherwise.
 ///
