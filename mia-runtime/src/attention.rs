@@ -17,7 +17,9 @@
 //! - empty sizes never fail: nothing is written when the output is empty.
 
 use crate::error::{Error, Result};
-use crate::gemm::Operand;
+#[cfg(target_arch = "x86_64")]
+use crate::gemm::{has_avx512, Avx2, Avx512};
+use crate::gemm::{Micro, Operand, Portable};
 use crate::rt::{Device, GpuBuffer, OutPtr};
 
 /// Sizes: output `[batch.., T, Ev] = softmax_S(scale · Q·Kᵀ + mask, causal) · V`.
@@ -107,102 +109,21 @@ fn max_offset(
     Some(off)
 }
 
-/// A register-blocked microkernel: `c[i][j] (+)= Σ_p a[i·lda + p] · b[p·ldb + j]` for
-/// `i < MR`, `j < NR`, `p < k`. Used for both products (scores `Q·Kᵀ` with `Kᵀ` packed, and
-/// `P·V`), so one kernel per ISA serves the whole attention.
-trait Micro {
-    const MR: usize;
-    const NR: usize;
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        k: usize,
-        a: &[f32],
-        lda: usize,
-        b: &[f32],
-        ldb: usize,
-        c: &mut [f32],
-        ldc: usize,
-        acc: bool,
-    );
-    /// Runs one task (compiled with this kernel's target features, so the softmax loops
-    /// vectorize to the same width).
+/// A matrix-product microkernel ([`crate::gemm::Micro`], used with row-major `A` for both
+/// products: scores `Q·Kᵀ` with `Kᵀ` packed, and `P·V`) and the task compiled with its target
+/// features, so the softmax loops vectorize to the same width.
+trait Kernel: Micro {
     fn task(job: &Job, bi: usize, r0: usize, rows: usize, s: &mut Scratch);
 }
 
-/// The portable 4×8 kernel (SSE2): fixed-size arrays that LLVM keeps in registers.
-struct Portable;
-
-impl Micro for Portable {
-    const MR: usize = 4;
-    const NR: usize = 8;
-    fn run(
-        k: usize,
-        a: &[f32],
-        lda: usize,
-        b: &[f32],
-        ldb: usize,
-        c: &mut [f32],
-        ldc: usize,
-        acc: bool,
-    ) {
-        let mut t = [[0.0f32; 8]; 4];
-        for p in 0..k {
-            let bp = &b[p * ldb..p * ldb + 8];
-            for (i, row) in t.iter_mut().enumerate() {
-                let ai = a[i * lda + p];
-                for j in 0..8 {
-                    row[j] += ai * bp[j];
-                }
-            }
-        }
-        for (i, row) in t.iter().enumerate() {
-            let dst = &mut c[i * ldc..i * ldc + 8];
-            for j in 0..8 {
-                dst[j] = if acc { dst[j] + row[j] } else { row[j] };
-            }
-        }
-    }
+impl Kernel for Portable {
     fn task(job: &Job, bi: usize, r0: usize, rows: usize, s: &mut Scratch) {
         task_body::<Portable>(job, bi, r0, rows, s)
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-struct Avx2;
-
-#[cfg(target_arch = "x86_64")]
-impl Micro for Avx2 {
-    const MR: usize = 6;
-    const NR: usize = 16;
-    fn run(
-        k: usize,
-        a: &[f32],
-        lda: usize,
-        b: &[f32],
-        ldb: usize,
-        c: &mut [f32],
-        ldc: usize,
-        acc: bool,
-    ) {
-        assert!(
-            (k == 0 || (a.len() >= 5 * lda + k && b.len() >= (k - 1) * ldb + 16))
-                && c.len() >= 5 * ldc + 16
-        );
-        // SAFETY: `Avx2` is only chosen when the CPU has AVX2 and FMA; every access is in
-        // range (asserted above).
-        unsafe {
-            avx2_6x16(
-                k,
-                a.as_ptr(),
-                lda,
-                b.as_ptr(),
-                ldb,
-                c.as_mut_ptr(),
-                ldc,
-                acc,
-            )
-        }
-    }
+impl Kernel for Avx2 {
     fn task(job: &Job, bi: usize, r0: usize, rows: usize, s: &mut Scratch) {
         // SAFETY: `Avx2` is only chosen when the CPU has AVX2 and FMA.
         unsafe { task_avx2(job, bi, r0, rows, s) }
@@ -216,84 +137,7 @@ unsafe fn task_avx2(job: &Job, bi: usize, r0: usize, rows: usize, s: &mut Scratc
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn avx2_6x16(
-    k: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-    acc: bool,
-) {
-    use std::arch::x86_64::*;
-    let mut r = [[_mm256_setzero_ps(); 2]; 6];
-    for p in 0..k {
-        let b0 = _mm256_loadu_ps(b.add(p * ldb));
-        let b1 = _mm256_loadu_ps(b.add(p * ldb + 8));
-        for (i, row) in r.iter_mut().enumerate() {
-            let ai = _mm256_broadcast_ss(&*a.add(i * lda + p));
-            row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
-            row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
-        }
-    }
-    for (i, row) in r.iter().enumerate() {
-        let dst = c.add(i * ldc);
-        let (mut lo, mut hi) = (row[0], row[1]);
-        if acc {
-            lo = _mm256_add_ps(lo, _mm256_loadu_ps(dst));
-            hi = _mm256_add_ps(hi, _mm256_loadu_ps(dst.add(8)));
-        }
-        _mm256_storeu_ps(dst, lo);
-        _mm256_storeu_ps(dst.add(8), hi);
-    }
-}
-
-/// AVX-512F (cached; off with `MIA_CPU_BASELINE`, like AVX2).
-#[cfg(target_arch = "x86_64")]
-fn has_avx512() -> bool {
-    static YES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *YES.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
-}
-
-#[cfg(target_arch = "x86_64")]
-struct Avx512;
-
-#[cfg(target_arch = "x86_64")]
-impl Micro for Avx512 {
-    const MR: usize = 12;
-    const NR: usize = 32;
-    fn run(
-        k: usize,
-        a: &[f32],
-        lda: usize,
-        b: &[f32],
-        ldb: usize,
-        c: &mut [f32],
-        ldc: usize,
-        acc: bool,
-    ) {
-        assert!(
-            (k == 0 || (a.len() >= 11 * lda + k && b.len() >= (k - 1) * ldb + 32))
-                && c.len() >= 11 * ldc + 32
-        );
-        // SAFETY: `Avx512` is only chosen when the CPU has AVX-512F (and AVX2/FMA); every
-        // access is in range (asserted above).
-        unsafe {
-            avx512_12x32(
-                k,
-                a.as_ptr(),
-                lda,
-                b.as_ptr(),
-                ldb,
-                c.as_mut_ptr(),
-                ldc,
-                acc,
-            )
-        }
-    }
+impl Kernel for Avx512 {
     fn task(job: &Job, bi: usize, r0: usize, rows: usize, s: &mut Scratch) {
         // SAFETY: `Avx512` is only chosen when the CPU has AVX-512F, AVX2 and FMA.
         unsafe { task_avx512(job, bi, r0, rows, s) }
@@ -304,42 +148,6 @@ impl Micro for Avx512 {
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn task_avx512(job: &Job, bi: usize, r0: usize, rows: usize, s: &mut Scratch) {
     task_body::<Avx512>(job, bi, r0, rows, s)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn avx512_12x32(
-    k: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-    acc: bool,
-) {
-    use std::arch::x86_64::*;
-    let mut r = [[_mm512_setzero_ps(); 2]; 12];
-    for p in 0..k {
-        let b0 = _mm512_loadu_ps(b.add(p * ldb));
-        let b1 = _mm512_loadu_ps(b.add(p * ldb + 16));
-        for (i, row) in r.iter_mut().enumerate() {
-            let ai = _mm512_set1_ps(*a.add(i * lda + p));
-            row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
-            row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
-        }
-    }
-    for (i, row) in r.iter().enumerate() {
-        let dst = c.add(i * ldc);
-        let (mut lo, mut hi) = (row[0], row[1]);
-        if acc {
-            lo = _mm512_add_ps(lo, _mm512_loadu_ps(dst));
-            hi = _mm512_add_ps(hi, _mm512_loadu_ps(dst.add(16)));
-        }
-        _mm512_storeu_ps(dst, lo);
-        _mm512_storeu_ps(dst.add(16), hi);
-    }
 }
 
 /// Everything a task needs, shared by all tasks of one call.
@@ -424,7 +232,7 @@ pub fn attention(d: AttnDims, a: AttnArgs, out: AttnOut) {
     run::<Portable>(&job, batches)
 }
 
-fn run<K: Micro>(job: &Job, batches: usize) {
+fn run<K: Kernel>(job: &Job, batches: usize) {
     use rayon::prelude::*;
     let d = &job.d;
     let want = 2 * rayon::current_num_threads().max(1);
@@ -452,7 +260,7 @@ fn run<K: Micro>(job: &Job, batches: usize) {
 
 /// One task: rows `r0..r0 + rows` of batch element `bi`.
 #[inline(always)]
-fn task_body<K: Micro>(job: &Job, bi: usize, r0: usize, rows: usize, sc: &mut Scratch) {
+fn task_body<K: Kernel>(job: &Job, bi: usize, r0: usize, rows: usize, sc: &mut Scratch) {
     let AttnDims { batch, t, s, e, ev } = job.d;
     let a = &job.a;
     let (mr, nr) = (K::MR, K::NR);
@@ -523,7 +331,7 @@ fn task_body<K: Micro>(job: &Job, bi: usize, r0: usize, rows: usize, sc: &mut Sc
                 pb.fill(0.0);
             }
             for j0 in (0..BC).step_by(nr).filter(|_| e > 0) {
-                K::run(e, &qb[g * e..], e, &kt[j0..], BC, &mut pb[j0..], BC, false);
+                K::run::<false>(e, &qb[g * e..], e, &kt[j0..], BC, &mut pb[j0..], BC, false);
             }
             for i in 0..mr {
                 let row = &mut pb[i * BC..(i + 1) * BC];
@@ -552,20 +360,16 @@ fn task_body<K: Micro>(job: &Job, bi: usize, r0: usize, rows: usize, sc: &mut Sc
                     }
                 }
                 row[vis..].fill(f32::NEG_INFINITY);
-                let mut mx = f32::NEG_INFINITY;
-                for &x in row.iter() {
-                    mx = if x > mx { x } else { mx };
-                }
+                let mx = fold16(row, f32::NEG_INFINITY, |m, x| if x > m { x } else { m });
                 let mi = &mut m[g + i];
                 let mnew = if mx > *mi { mx } else { *mi };
                 // Nothing visible yet: subtract 0 so that `-inf - -inf` never makes a NaN.
                 let ms = if mnew == f32::NEG_INFINITY { 0.0 } else { mnew };
                 let alpha = crate::math::exp(*mi - ms);
-                let mut sum = 0.0f32;
                 for x in row.iter_mut() {
                     *x = crate::math::exp(*x - ms);
-                    sum += *x;
                 }
+                let sum = fold16(row, 0.0, |a, x| a + x);
                 *mi = mnew;
                 l[g + i] = l[g + i] * alpha + sum;
                 if alpha != 1.0 {
@@ -576,7 +380,7 @@ fn task_body<K: Micro>(job: &Job, bi: usize, r0: usize, rows: usize, sc: &mut Sc
             }
             // o[g..g+MR] += P · V.
             for c0 in (0..evp).step_by(nr) {
-                K::run(
+                K::run::<false>(
                     bc,
                     pb,
                     BC,
@@ -602,6 +406,24 @@ fn task_body<K: Micro>(job: &Job, bi: usize, r0: usize, rows: usize, sc: &mut Sc
             unsafe { *job.out.0.add(base + c * job.out_cs) = x * inv };
         }
     }
+}
+
+/// `f` folded over `row` in 16 independent lanes, then over the lanes: one serial chain of
+/// f32 `max` or `+` does not vectorize (LLVM may not reassociate it), and it then costs as
+/// much as the exponentials.
+#[inline(always)]
+fn fold16(row: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut lanes = [init; 16];
+    let mut chunks = row.chunks_exact(16);
+    for c in &mut chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l = f(*l, x);
+        }
+    }
+    lanes
+        .iter()
+        .chain(chunks.remainder())
+        .fold(init, |a, &x| f(a, x))
 }
 
 /// `kt[p · BC + j] = K[k0 + j, p]` for `j < bc`; zero for the pad keys.

@@ -1,7 +1,8 @@
 //! The CPU matrix-product engine behind `matmul` passes: BLIS-style packing into panels, a
 //! register-blocked microkernel (12×32 with AVX-512, 6×16 with AVX2+FMA, chosen at run
-//! time; 4×8 portable otherwise), rayon over output tiles, and the kernel's epilogue applied to each tile row
-//! while the tile is still in cache. `M = 1` (decoding) takes a GEMV path without packing.
+//! time; 4×8 portable otherwise), rayon over output tiles (and over slices of the depth when
+//! there are too few tiles for the threads), and the kernel's epilogue applied to each tile
+//! row while the tile is still in cache. `M = 1` (decoding) takes a GEMV path without packing.
 //!
 //! Operands are strided views, so transposed and batch-broadcast operands cost no copy; the
 //! generated code checks all shapes before calling in, so indices here are in range by
@@ -30,10 +31,16 @@ pub struct Dims<'a> {
 
 /// Depth of a packed block (the B micro-panel, `KC × NR`, stays in L1).
 const KC: usize = 256;
-/// Rows of a packed A block: a multiple of every microkernel's `MR`.
+/// Rows of a packed A block: a multiple of every microkernel's `MR` (as are the smaller row
+/// blocks [`split`] tries).
 const MC: usize = 144;
-/// Smaller row blocks for short, wide-K products (all multiples of every kernel's `MR`).
-const ROW_STEPS: [usize; 3] = [96, 48, 24];
+/// Columns of a packed B block (at `KC` deep, half an L2 of 1 MiB).
+const NC: usize = 512;
+/// A split depth is never sliced thinner than this: each slice's partial tile is written and
+/// summed once, which deeper slices amortize.
+const MIN_SLICE: usize = 128;
+/// Partial-tile elements a depth split may write (8 MiB).
+const MAX_PARTS: usize = 1 << 21;
 /// Products below this many multiply-adds run on the calling thread.
 const SERIAL_FLOPS: usize = 1 << 18;
 
@@ -71,33 +78,77 @@ fn batch_offset(bi: usize, dims: &[usize], strides: &[usize]) -> usize {
     off
 }
 
-/// A register-blocked microkernel: `c[MR×NR] (+)= a_panel · b_panel` over `kc` steps.
-trait Micro {
+/// A register-blocked microkernel: `c[i·ldc + j] (+)= Σ_p A(i, p) · b[p·ldb + j]` for
+/// `i < MR`, `j < NR`, `p < k`. `A` is a packed panel (`PACKED`: `A(i, p) = a[p·MR + i]`) or
+/// row-major (`A(i, p) = a[i·lda + p]`): the matrix product packs, attention reads its query
+/// rows and probabilities in place. `PACKED` is a const so that both layouts compile to
+/// constant offsets. Shared by [`matmul`] and `attention`.
+pub(crate) trait Micro {
     const MR: usize;
     const NR: usize;
-    /// `a`: `kc × MR` (MR contiguous), `b`: `kc × NR`, `c`: MR rows of stride `ldc`.
-    fn run(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, accumulate: bool);
+    #[allow(clippy::too_many_arguments)]
+    fn run<const PACKED: bool>(
+        k: usize,
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+        ldc: usize,
+        acc: bool,
+    );
+}
+
+/// Every access of a microkernel call is in range (its `unsafe` kernels rely on this).
+#[allow(clippy::too_many_arguments)]
+fn check_micro<const PACKED: bool>(
+    (mr, nr): (usize, usize),
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &[f32],
+    ldc: usize,
+) {
+    let a_need = if PACKED { k * mr } else { (mr - 1) * lda + k };
+    assert!(
+        (k == 0 || (a.len() >= a_need && b.len() >= (k - 1) * ldb + nr))
+            && c.len() >= (mr - 1) * ldc + nr,
+        "microkernel operands out of range"
+    );
 }
 
 /// The portable 4×8 kernel: fixed-size arrays that LLVM keeps in SSE registers.
-struct Portable;
+pub(crate) struct Portable;
 
 impl Micro for Portable {
     const MR: usize = 4;
     const NR: usize = 8;
-    fn run(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, accumulate: bool) {
-        let mut acc = [[0.0f32; 8]; 4];
-        for (ap, bp) in a.chunks_exact(4).zip(b.chunks_exact(8)).take(kc) {
-            for i in 0..4 {
+    fn run<const PACKED: bool>(
+        k: usize,
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+        ldc: usize,
+        acc: bool,
+    ) {
+        let mut t = [[0.0f32; 8]; 4];
+        for p in 0..k {
+            let bp = &b[p * ldb..p * ldb + 8];
+            for (i, row) in t.iter_mut().enumerate() {
+                let ai = if PACKED { a[p * 4 + i] } else { a[i * lda + p] };
                 for j in 0..8 {
-                    acc[i][j] += ap[i] * bp[j];
+                    row[j] += ai * bp[j];
                 }
             }
         }
-        for (i, row) in acc.iter().enumerate() {
+        for (i, row) in t.iter().enumerate() {
             let dst = &mut c[i * ldc..i * ldc + 8];
             for j in 0..8 {
-                dst[j] = if accumulate { dst[j] + row[j] } else { row[j] };
+                dst[j] = if acc { dst[j] + row[j] } else { row[j] };
             }
         }
     }
@@ -105,45 +156,69 @@ impl Micro for Portable {
 
 /// The AVX2+FMA 6×16 kernel: 12 accumulator registers, 2 loads and 6 broadcasts per step.
 #[cfg(target_arch = "x86_64")]
-struct Avx2;
+pub(crate) struct Avx2;
 
 #[cfg(target_arch = "x86_64")]
 impl Micro for Avx2 {
     const MR: usize = 6;
     const NR: usize = 16;
-    fn run(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, accumulate: bool) {
-        assert!(a.len() >= kc * 6 && b.len() >= kc * 16 && c.len() >= 5 * ldc + 16);
-        // SAFETY: `tiled::<Avx2>` is only chosen when the CPU has AVX2 and FMA; the slices
-        // are long enough for every access (asserted above).
-        unsafe { avx2_6x16(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, accumulate) }
+    fn run<const PACKED: bool>(
+        k: usize,
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+        ldc: usize,
+        acc: bool,
+    ) {
+        check_micro::<PACKED>((6, 16), k, a, lda, b, ldb, c, ldc);
+        // SAFETY: `Avx2` is only chosen when the CPU has AVX2 and FMA; every access is in
+        // range (checked above).
+        unsafe {
+            avx2_6x16::<PACKED>(
+                k,
+                a.as_ptr(),
+                lda,
+                b.as_ptr(),
+                ldb,
+                c.as_mut_ptr(),
+                ldc,
+                acc,
+            )
+        }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_6x16(
-    kc: usize,
+#[allow(clippy::too_many_arguments)]
+unsafe fn avx2_6x16<const PACKED: bool>(
+    k: usize,
     a: *const f32,
+    lda: usize,
     b: *const f32,
+    ldb: usize,
     c: *mut f32,
     ldc: usize,
-    accumulate: bool,
+    acc: bool,
 ) {
     use std::arch::x86_64::*;
-    let mut acc = [[_mm256_setzero_ps(); 2]; 6];
-    for p in 0..kc {
-        let b0 = _mm256_loadu_ps(b.add(p * 16));
-        let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
-        for (i, row) in acc.iter_mut().enumerate() {
-            let ai = _mm256_broadcast_ss(&*a.add(p * 6 + i));
+    let mut r = [[_mm256_setzero_ps(); 2]; 6];
+    for p in 0..k {
+        let b0 = _mm256_loadu_ps(b.add(p * ldb));
+        let b1 = _mm256_loadu_ps(b.add(p * ldb + 8));
+        for (i, row) in r.iter_mut().enumerate() {
+            let at = if PACKED { p * 6 + i } else { i * lda + p };
+            let ai = _mm256_broadcast_ss(&*a.add(at));
             row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
             row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
         }
     }
-    for (i, row) in acc.iter().enumerate() {
+    for (i, row) in r.iter().enumerate() {
         let dst = c.add(i * ldc);
         let (mut lo, mut hi) = (row[0], row[1]);
-        if accumulate {
+        if acc {
             lo = _mm256_add_ps(lo, _mm256_loadu_ps(dst));
             hi = _mm256_add_ps(hi, _mm256_loadu_ps(dst.add(8)));
         }
@@ -154,52 +229,76 @@ unsafe fn avx2_6x16(
 
 /// AVX-512F (cached; off with `MIA_CPU_BASELINE`, like AVX2).
 #[cfg(target_arch = "x86_64")]
-fn has_avx512() -> bool {
+pub(crate) fn has_avx512() -> bool {
     static YES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *YES.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
 }
 
 /// The AVX-512 12×32 kernel: 24 of the 32 zmm registers accumulate.
 #[cfg(target_arch = "x86_64")]
-struct Avx512;
+pub(crate) struct Avx512;
 
 #[cfg(target_arch = "x86_64")]
 impl Micro for Avx512 {
     const MR: usize = 12;
     const NR: usize = 32;
-    fn run(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, accumulate: bool) {
-        assert!(a.len() >= kc * 12 && b.len() >= kc * 32 && c.len() >= 11 * ldc + 32);
-        // SAFETY: `tiled::<Avx512>` is only chosen when the CPU has AVX-512F; the slices are
-        // long enough for every access (asserted above).
-        unsafe { avx512_12x32(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, accumulate) }
+    fn run<const PACKED: bool>(
+        k: usize,
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+        ldc: usize,
+        acc: bool,
+    ) {
+        check_micro::<PACKED>((12, 32), k, a, lda, b, ldb, c, ldc);
+        // SAFETY: `Avx512` is only chosen when the CPU has AVX-512F; every access is in range
+        // (checked above).
+        unsafe {
+            avx512_12x32::<PACKED>(
+                k,
+                a.as_ptr(),
+                lda,
+                b.as_ptr(),
+                ldb,
+                c.as_mut_ptr(),
+                ldc,
+                acc,
+            )
+        }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn avx512_12x32(
-    kc: usize,
+#[allow(clippy::too_many_arguments)]
+unsafe fn avx512_12x32<const PACKED: bool>(
+    k: usize,
     a: *const f32,
+    lda: usize,
     b: *const f32,
+    ldb: usize,
     c: *mut f32,
     ldc: usize,
-    accumulate: bool,
+    acc: bool,
 ) {
     use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); 2]; 12];
-    for p in 0..kc {
-        let b0 = _mm512_loadu_ps(b.add(p * 32));
-        let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
-        for (i, row) in acc.iter_mut().enumerate() {
-            let ai = _mm512_set1_ps(*a.add(p * 12 + i));
+    let mut r = [[_mm512_setzero_ps(); 2]; 12];
+    for p in 0..k {
+        let b0 = _mm512_loadu_ps(b.add(p * ldb));
+        let b1 = _mm512_loadu_ps(b.add(p * ldb + 16));
+        for (i, row) in r.iter_mut().enumerate() {
+            let at = if PACKED { p * 12 + i } else { i * lda + p };
+            let ai = _mm512_set1_ps(*a.add(at));
             row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
             row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
         }
     }
-    for (i, row) in acc.iter().enumerate() {
+    for (i, row) in r.iter().enumerate() {
         let dst = c.add(i * ldc);
         let (mut lo, mut hi) = (row[0], row[1]);
-        if accumulate {
+        if acc {
             lo = _mm512_add_ps(lo, _mm512_loadu_ps(dst));
             hi = _mm512_add_ps(hi, _mm512_loadu_ps(dst.add(16)));
         }
@@ -209,7 +308,7 @@ unsafe fn avx512_12x32(
 }
 
 thread_local! {
-    /// Per-thread packing and tile buffers, reused across calls.
+    /// Per-thread packing buffers, reused across calls.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -283,25 +382,66 @@ fn pack_b(
     }
 }
 
-/// Output tile size `(rows, cols)`: as large as keeps every thread busy (two tiles per
-/// thread): columns shrink first (to 128), then rows (down to 24), then columns again.
-fn tile_size(d: &Dims, batches: usize, nr: usize) -> (usize, usize) {
-    let want = 2 * rayon::current_num_threads().max(1);
-    let tasks = |mc: usize, nc: usize| batches * d.m.div_ceil(mc) * d.n.div_ceil(nc);
-    let (mut mc, mut nc) = (MC, 512);
-    while nc > 128 && tasks(mc, nc) < want {
-        nc /= 2;
-    }
-    for rows in ROW_STEPS {
-        if tasks(mc, nc) >= want {
-            break;
+/// How the output is cut into tasks: tiles of `mc × nc` elements and `ks` slices of the depth
+/// (each slice's partial tiles summed before the epilogue).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Split {
+    mc: usize,
+    nc: usize,
+    ks: usize,
+}
+
+/// The split with the least estimated time: rounds of equal tasks over the threads, times one
+/// task's cost (its multiply-adds, padded to whole microtiles, plus packing its A and B blocks
+/// and, when the depth is split, writing and summing its partial tile). Big tiles pack least;
+/// small tiles and depth slices keep every thread busy when the output has few tiles (M = 128
+/// tokens against 16 threads), and depth slices do so without packing the operands again per
+/// extra tile.
+fn split(d: &Dims, batches: usize, (mr, nr): (usize, usize), threads: usize) -> Split {
+    /// Packing one element costs about this many multiply-adds (a vector FMA does 8 to 16 a
+    /// cycle, packing moves about one element a cycle).
+    const PACK: usize = 8;
+    /// Writing, re-reading and summing one element of a partial tile.
+    const PART: usize = 8;
+    let mut best = (
+        usize::MAX,
+        Split {
+            mc: MC,
+            nc: NC,
+            ks: 1,
+        },
+    );
+    for mc in [MC, 96, 48, 24] {
+        for nc in [NC, 256, 128, 64, 32].into_iter().filter(|&nc| nc >= nr) {
+            let tiles = batches * d.m.div_ceil(mc) * d.n.div_ceil(nc);
+            for ks in [1, 2, 3, 4, 6, 8, 12, 16] {
+                let kslice = d.k.div_ceil(ks).max(1);
+                // Only split when the tiles alone cannot keep the threads busy, and while the
+                // partial tiles stay cache-sized (those of a large output would not).
+                let parts = batches * d.m * d.n * ks;
+                if ks > 1 && (kslice < MIN_SLICE || tiles >= threads || parts > MAX_PARTS) {
+                    break;
+                }
+                let mcp = d.m.min(mc).div_ceil(mr) * mr;
+                let ncp = d.n.min(nc).div_ceil(nr) * nr;
+                let tasks = tiles * ks;
+                let part = if ks > 1 { PART * mcp * ncp } else { 0 };
+                let per = mcp * ncp * kslice + PACK * (mcp + ncp) * kslice + part;
+                let cost = tasks.div_ceil(threads).saturating_mul(per);
+                if cost < best.0 {
+                    best = (cost, Split { mc, nc, ks });
+                }
+            }
         }
-        mc = rows;
     }
-    while nc > nr * 4 && tasks(mc, nc) < want {
-        nc /= 2;
-    }
-    (mc, nc.min(d.n.div_ceil(nr) * nr))
+    best.1
+}
+
+thread_local! {
+    /// The calling thread's partial tiles of depth-split products, reused across calls.
+    static PARTS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread output tile of unsplit products, reused across calls.
+    static TILE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 fn tiled<K: Micro, const NB: usize, F>(
@@ -314,58 +454,134 @@ fn tiled<K: Micro, const NB: usize, F>(
     F: Fn(usize, usize, usize, &[&[f32]; NB]) + Sync,
 {
     use rayon::prelude::*;
-    let (mcb, nc) = tile_size(&d, batches, K::NR);
+    let serial = d.m * d.n * d.k.max(1) * batches < SERIAL_FLOPS;
+    let threads = if serial {
+        1
+    } else {
+        rayon::current_num_threads().max(1)
+    };
+    let Split { mc: mcb, nc, ks } = split(&d, batches, (K::MR, K::NR), threads);
     let (mt, nt) = (d.m.div_ceil(mcb), d.n.div_ceil(nc));
-    let tasks = batches * mt * nt;
-    let task = |t: usize| {
+    let tiles = batches * mt * nt;
+    let kslice = d.k.div_ceil(ks);
+    // Tile buffers: `NB` blocks of `mcp × ncp`, row stride `ncp` (whole microtiles).
+    let mcp = d.m.min(mcb).div_ceil(K::MR) * K::MR;
+    let ncp = d.n.min(nc).div_ceil(K::NR) * K::NR;
+    let tile_len = NB * mcp * ncp;
+    // Tile `t`: (batch, first row, rows, first column, columns).
+    let locate = |t: usize| {
         let (bi, rest) = (t / (mt * nt), t % (mt * nt));
         let (i0, j0) = ((rest / nt) * mcb, (rest % nt) * nc);
-        let (mc, ncols) = ((d.m - i0).min(mcb), (d.n - j0).min(nc));
-        let mcp = mc.div_ceil(K::MR) * K::MR;
-        let ncp = ncols.div_ceil(K::NR) * K::NR;
-        let kcmax = d.k.clamp(1, KC);
-        SCRATCH.with(|s| {
-            let mut s = s.borrow_mut();
-            let need = mcp * kcmax + ncp * kcmax + NB * mcp * ncp;
-            if s.len() < need {
-                s.resize(need, 0.0);
-            }
-            let (pa, rest) = s.split_at_mut(mcp * kcmax);
-            let (pb, tiles) = rest.split_at_mut(ncp * kcmax);
-            let tiles = &mut tiles[..NB * mcp * ncp];
-            if d.k == 0 {
-                tiles.fill(0.0);
-            }
-            let aoff = batch_offset(bi, d.batch, a.batch_strides);
-            for p0 in (0..d.k).step_by(KC) {
-                let kc = (d.k - p0).min(KC);
-                pack_a(pa, K::MR, &a, aoff, (i0, mc), (p0, kc));
-                for (j, bj) in b.iter().enumerate() {
-                    let boff = batch_offset(bi, d.batch, bj.batch_strides);
-                    pack_b(pb, K::NR, bj, boff, (p0, kc), (j0, ncols));
-                    let tile = &mut tiles[j * mcp * ncp..(j + 1) * mcp * ncp];
-                    for (pj, bpanel) in pb.chunks_exact(K::NR * kc).take(ncp / K::NR).enumerate() {
-                        for (pi, apanel) in
-                            pa.chunks_exact(K::MR * kc).take(mcp / K::MR).enumerate()
-                        {
-                            let c = &mut tile[pi * K::MR * ncp + pj * K::NR..];
-                            K::run(kc, apanel, bpanel, c, ncp, p0 > 0);
-                        }
+        (bi, i0, (d.m - i0).min(mcb), j0, (d.n - j0).min(nc))
+    };
+    // Tile `t` over depth slice `s` into `buf`.
+    let compute = |t: usize, s: usize, buf: &mut [f32]| {
+        let k0 = (s * kslice).min(d.k);
+        let k1 = (k0 + kslice).min(d.k);
+        product::<K, NB>(&d, &a, &b, locate(t), (k0, k1), buf, ncp);
+    };
+    // The epilogue on the finished tile `t`, row by row while it is in cache.
+    let finish = |t: usize, buf: &[f32]| {
+        let (bi, i0, mc, j0, ncols) = locate(t);
+        for i in 0..mc {
+            let accs: [&[f32]; NB] =
+                std::array::from_fn(|j| &buf[j * mcp * ncp + i * ncp..][..ncols]);
+            epi(bi, i0 + i, j0, &accs);
+        }
+    };
+    if ks == 1 {
+        let task = |t: usize| {
+            TILE.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                if buf.len() < tile_len {
+                    buf.resize(tile_len, 0.0);
+                }
+                compute(t, 0, &mut buf[..tile_len]);
+                finish(t, &buf[..tile_len]);
+            })
+        };
+        if tiles == 1 || serial {
+            (0..tiles).for_each(task);
+        } else {
+            (0..tiles).into_par_iter().for_each(task);
+        }
+        return;
+    }
+    // Depth split: every (tile, slice) product in parallel, then per tile the sum of its
+    // slices and the epilogue. The buffer is the caller's, or a fresh one when this thread is
+    // already inside a split product (rayon may run another call here while it waits).
+    let run = |parts: &mut Vec<f32>| {
+        if parts.len() < tiles * ks * tile_len {
+            parts.resize(tiles * ks * tile_len, 0.0);
+        }
+        let parts = &mut parts[..tiles * ks * tile_len];
+        parts
+            .par_chunks_mut(tile_len)
+            .enumerate()
+            .for_each(|(i, buf)| compute(i / ks, i % ks, buf));
+        parts
+            .par_chunks_mut(ks * tile_len)
+            .enumerate()
+            .for_each(|(t, group)| {
+                let (sum, rest) = group.split_at_mut(tile_len);
+                for part in rest.chunks_exact(tile_len) {
+                    for (x, &y) in sum.iter_mut().zip(part) {
+                        *x += y;
+                    }
+                }
+                finish(t, sum);
+            });
+    };
+    PARTS.with(|p| match p.try_borrow_mut() {
+        Ok(mut parts) => run(&mut parts),
+        Err(_) => run(&mut Vec::new()),
+    });
+}
+
+/// The `NB` products of one tile (`(batch, first row, rows, first column, columns)`) over the
+/// depth `k0..k1`, into `out` as `NB` blocks of `rows × ldc` (rows and columns padded to whole
+/// microtiles); zeros for an empty depth.
+fn product<K: Micro, const NB: usize>(
+    d: &Dims,
+    a: &Operand,
+    b: &[Operand; NB],
+    (bi, i0, mc, j0, ncols): (usize, usize, usize, usize, usize),
+    (k0, k1): (usize, usize),
+    out: &mut [f32],
+    ldc: usize,
+) {
+    let mcp = mc.div_ceil(K::MR) * K::MR;
+    let ncp = ncols.div_ceil(K::NR) * K::NR;
+    let block = out.len() / NB;
+    if k1 == k0 {
+        out.fill(0.0);
+        return;
+    }
+    let kcmax = (k1 - k0).min(KC);
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let need = mcp * kcmax + ncp * kcmax;
+        if s.len() < need {
+            s.resize(need, 0.0);
+        }
+        let (pa, pb) = s.split_at_mut(mcp * kcmax);
+        let aoff = batch_offset(bi, d.batch, a.batch_strides);
+        for p0 in (k0..k1).step_by(KC) {
+            let kc = (k1 - p0).min(KC);
+            pack_a(pa, K::MR, a, aoff, (i0, mc), (p0, kc));
+            for (j, bj) in b.iter().enumerate() {
+                let boff = batch_offset(bi, d.batch, bj.batch_strides);
+                pack_b(pb, K::NR, bj, boff, (p0, kc), (j0, ncols));
+                let tile = &mut out[j * block..(j + 1) * block];
+                for (pj, bpanel) in pb.chunks_exact(K::NR * kc).take(ncp / K::NR).enumerate() {
+                    for (pi, apanel) in pa.chunks_exact(K::MR * kc).take(mcp / K::MR).enumerate() {
+                        let c = &mut tile[pi * K::MR * ldc + pj * K::NR..];
+                        K::run::<true>(kc, apanel, 0, bpanel, K::NR, c, ldc, p0 > k0);
                     }
                 }
             }
-            for i in 0..mc {
-                let accs: [&[f32]; NB] =
-                    std::array::from_fn(|j| &tiles[j * mcp * ncp + i * ncp..][..ncols]);
-                epi(bi, i0 + i, j0, &accs);
-            }
-        });
-    };
-    if tasks == 1 || d.m * d.n * d.k.max(1) * batches < SERIAL_FLOPS {
-        (0..tasks).for_each(task);
-    } else {
-        (0..tasks).into_par_iter().for_each(task);
-    }
+        }
+    });
 }
 
 /// `M = 1`: each task streams its columns of B once (no packing), which is what a
@@ -449,5 +665,136 @@ fn gemv_cols(k: usize, a: &Operand, aoff: usize, b: &Operand, boff: usize, out: 
             }
             *o = s;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// `[batch, m, k] · [k, n]` twice (`NB = 2`, the second B negated), B broadcast over the
+    /// batch, A transposed when `at`, through microkernel `K`; checked against float64.
+    fn check<K: Micro>(batch: usize, m: usize, k: usize, n: usize, at: bool) {
+        let a: Vec<f32> = (0..batch * m * k)
+            .map(|i| ((i * 37) % 17) as f32 / 8.0 - 1.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 11) % 13) as f32 / 6.0 - 1.0)
+            .collect();
+        let nb: Vec<f32> = b.iter().map(|x| -x).collect();
+        let (rs, cs) = if at { (1, m) } else { (k, 1) };
+        let a_op = Operand {
+            data: &a,
+            batch_strides: &[m * k],
+            rs,
+            cs,
+        };
+        let b_op = |data| Operand {
+            data,
+            batch_strides: &[0],
+            rs: n,
+            cs: 1,
+        };
+        let out = Mutex::new(vec![f32::NAN; 2 * batch * m * n]);
+        let d = Dims {
+            batch: &[batch],
+            m,
+            n,
+            k,
+        };
+        let epi = |bi: usize, i: usize, j0: usize, acc: &[&[f32]; 2]| {
+            let mut o = out.lock().unwrap();
+            for (j, acc) in acc.iter().enumerate() {
+                let base = j * batch * m * n + (bi * m + i) * n + j0;
+                o[base..base + acc.len()].copy_from_slice(acc);
+            }
+        };
+        let batches = batch;
+        if batches > 0 && m > 0 && n > 0 {
+            tiled::<K, 2, _>(d, batches, a_op, [b_op(&b), b_op(&nb)], &epi);
+        }
+        let out = out.into_inner().unwrap();
+        for bi in 0..batch {
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|p| {
+                            let x = a[bi * m * k + i * rs + p * cs] as f64;
+                            x * b[p * n + j] as f64
+                        })
+                        .sum();
+                    for (s, sign) in [(0, 1.0), (1, -1.0)] {
+                        let got = out[s * batch * m * n + (bi * m + i) * n + j] as f64;
+                        assert!(
+                            (got - sign * want).abs() <= 1e-4 * (1.0 + want.abs()),
+                            "{batch}x{m}x{k}x{n} at={at} [{s}][{bi},{i},{j}]: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Odd sizes, size 1 and 0, a transposed A, and shapes deep enough to split the depth.
+    fn all<K: Micro>() {
+        for (batch, m, k, n) in [
+            (1, 1, 1, 1),
+            (2, 3, 1, 5),
+            (1, 5, 0, 3),
+            (1, 37, 50, 23),
+            (3, 13, 300, 41),
+            (1, 30, 1000, 50),
+            (2, 128, 700, 70),
+        ] {
+            for at in [false, true] {
+                check::<K>(batch, m, k, n, at);
+            }
+        }
+    }
+
+    /// 16 threads make the deep shapes split their depth (the split is checked too).
+    #[test]
+    fn microkernels_and_depth_split_match_float64() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(16)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let d = Dims {
+                batch: &[1],
+                m: 30,
+                n: 50,
+                k: 1000,
+            };
+            assert!(split(&d, 1, (12, 32), 16).ks > 1);
+            all::<Portable>();
+            #[cfg(target_arch = "x86_64")]
+            if crate::rt::has_avx2_fma() {
+                all::<Avx2>();
+                if has_avx512() {
+                    all::<Avx512>();
+                }
+            }
+        });
+    }
+
+    /// Large outputs keep whole tiles and never split their depth.
+    #[test]
+    fn large_outputs_do_not_split() {
+        let d = Dims {
+            batch: &[1],
+            m: 4096,
+            n: 384,
+            k: 1536,
+        };
+        assert_eq!(split(&d, 1, (12, 32), 16).ks, 1);
+        let d = Dims {
+            batch: &[1],
+            m: 128,
+            n: 384,
+            k: 1536,
+        };
+        assert!(split(&d, 1, (12, 32), 16).ks > 1);
     }
 }
