@@ -28,8 +28,18 @@ use crate::error::{Error, Result};
 use crate::rt::GpuPass;
 use crate::tensor::{DType, Element};
 
-/// Passes recorded before they are submitted without waiting for a read-back.
+/// Passes recorded before they are submitted without waiting for a read-back, unless
+/// `MIA_GPU_SUBMIT_EVERY` says otherwise (1 to 4096). Submitting earlier lets the GPU start
+/// while the host still records a long chain of passes (a whole model), at the cost of one
+/// more submission per batch.
 const MAX_PENDING: usize = 64;
+
+fn submit_every() -> usize {
+    std::env::var("MIA_GPU_SUBMIT_EVERY")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(MAX_PENDING, |n| n.clamp(1, 4096))
+}
 
 /// Back ends used unless `WGPU_BACKEND` says otherwise. GL is left out on purpose: with no
 /// Vulkan driver wgpu would otherwise fall back to llvmpipe through EGL, a slow CPU "GPU"
@@ -106,6 +116,8 @@ pub(crate) struct GpuContext {
     /// Held for the whole of a profile scope, so scopes neither nest nor overlap.
     profiler: Mutex<Option<Arc<Profiler>>>,
     lost: Arc<OnceLock<String>>,
+    /// Passes per submission (see [`MAX_PENDING`]).
+    submit_every: usize,
 }
 
 static CONTEXT: OnceLock<Result<Arc<GpuContext>>> = OnceLock::new();
@@ -223,6 +235,7 @@ impl GpuContext {
             pending: Mutex::default(),
             free: Mutex::default(),
             profiler: Mutex::default(),
+            submit_every: submit_every(),
             lost,
         })
     }
@@ -677,7 +690,7 @@ impl GpuContext {
             cpass.dispatch_workgroups(x, y, 1);
         }
         pending.passes += 1;
-        if pending.passes >= MAX_PENDING {
+        if pending.passes >= self.submit_every {
             drop(pending);
             self.scoped(|| "submitting queued passes".into(), || self.flush(|_| {}))?;
         }
