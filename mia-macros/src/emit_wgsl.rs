@@ -26,7 +26,8 @@ const PAD: u32 = 4;
 /// invocation a `tm × tn` block held in registers. With `ks > 1` the workgroup's invocations
 /// form `ks` slices that split each staged `bk` step between them and sum their blocks
 /// through workgroup memory at the end (split-K inside one workgroup: small `M × N` with long
-/// `K` still fills the GPU, and the epilogue stays fused).
+/// `K` still fills the GPU, and the epilogue stays fused). With `db` the staged tiles are
+/// double-buffered: one barrier per step instead of two, for twice the workgroup memory.
 #[derive(Clone, Copy, Debug)]
 pub struct Tile {
     pub bm: u32,
@@ -35,6 +36,7 @@ pub struct Tile {
     pub tm: u32,
     pub tn: u32,
     pub ks: u32,
+    pub db: bool,
 }
 
 impl Tile {
@@ -53,10 +55,14 @@ impl Tile {
     /// Workgroup memory, in bytes, of a pass with `products` products: the staged tiles,
     /// or the slices' partial blocks if those are larger (they reuse the same array).
     pub fn workgroup_bytes(&self, products: usize) -> u32 {
+        let staged = self.stage(products) * if self.db { 2 } else { 1 };
         let p = products as u32;
-        let staged = self.bk * (self.bm + PAD) + p * self.bk * self.bn;
         let partial = (self.ks - 1) * p * self.bm * self.bn;
         staged.max(partial) * 4
+    }
+    /// Floats of one step's staged tiles (A, then each B).
+    fn stage(&self, products: usize) -> u32 {
+        self.bk * (self.bm + PAD) + products as u32 * self.bk * self.bn
     }
     pub fn name(&self) -> String {
         let split = if self.ks > 1 {
@@ -64,8 +70,9 @@ impl Tile {
         } else {
             String::new()
         };
+        let db = if self.db { "d" } else { "" };
         format!(
-            "{}x{}x{}/{}x{}{split}",
+            "{}x{}x{}/{}x{}{split}{db}",
             self.bm, self.bn, self.bk, self.tm, self.tn
         )
     }
@@ -76,7 +83,7 @@ impl Tile {
 /// runtime skips those over the adapter's limit.
 pub const MAX_TILE_BYTES: u32 = 48 * 1024;
 
-const fn tile(bm: u32, bn: u32, bk: u32, tm: u32, tn: u32, ks: u32) -> Tile {
+const fn tile(bm: u32, bn: u32, bk: u32, tm: u32, tn: u32, ks: u32, db: bool) -> Tile {
     Tile {
         bm,
         bn,
@@ -84,22 +91,30 @@ const fn tile(bm: u32, bn: u32, bk: u32, tm: u32, tn: u32, ks: u32) -> Tile {
         tm,
         tn,
         ks,
+        db,
     }
 }
 
 /// The tilings compiled for every matmul pass; the runtime measures them per device and shape
-/// bucket and keeps the fastest (autotune). Large (`4096³` on an H100: 128 × 128), medium
-/// (`1024³`, `4096 × 384 × 1536`: 64 × 64), small `M × N` with long `K` through
-/// in-workgroup split-K (`128 × 384 × 1536`; the deeper one, over 16 KiB and 256
-/// invocations, only where the adapter allows: `128 × 1536 × 384`), and short-and-wide
-/// (GEMV). Others measured on the H100 (128 × 64, 64 × 64 with 8 × 8 blocks, 128 × 128 × 16,
-/// 16 × 16 split 16 ways) never won.
-pub const TILES: [Tile; 5] = [
-    tile(128, 128, 8, 8, 8, 1),
-    tile(64, 64, 16, 4, 4, 1),
-    tile(16, 32, 64, 4, 4, 8),
-    tile(16, 32, 128, 4, 4, 16),
-    tile(8, 64, 16, 1, 2, 1),
+/// bucket and keeps the fastest (autotune). On an H100: large (`4096³`: 128 × 128), wide
+/// (`1024³`, MiniLM's `4096 × 384 × 1536`: double-buffered 128 × 128 and 128 × 64),
+/// tall-and-narrow (`4096 × K × 384`: 64 × 64 with 4 × 4 blocks, also double-buffered or
+/// split-K in two), small `M × N` with long `K` through in-workgroup split-K
+/// (`128 × 384 × 1536`; the deeper one, over 16 KiB and 256 invocations, only where the
+/// adapter allows: `128 × 1536 × 384`), and short-and-wide (GEMV). The double-buffered ones
+/// exceed 16 KiB, so the first (the portable fallback) is not. Others measured on the H100
+/// (128 × 64 × 8, 64 × 128 × 8 and 64 × 64 × 8 with 8 × 8 blocks, 128 × 128 × 16,
+/// 32 × 64 × 16; 8 × 12 blocks, several times slower) never won.
+pub const TILES: [Tile; 9] = [
+    tile(128, 128, 8, 8, 8, 1, false),
+    tile(64, 64, 16, 4, 4, 1, false),
+    tile(16, 32, 64, 4, 4, 8, false),
+    tile(16, 32, 128, 4, 4, 16, false),
+    tile(8, 64, 16, 1, 2, 1, false),
+    tile(128, 128, 8, 8, 8, 1, true),
+    tile(64, 64, 16, 4, 4, 1, true),
+    tile(128, 64, 16, 8, 4, 1, true),
+    tile(64, 64, 16, 4, 4, 2, true),
 ];
 
 /// Where each value lives in a pass's bindings and parameter array.
@@ -502,6 +517,7 @@ impl Emitter<'_> {
             tm,
             tn,
             ks,
+            db,
         } = t;
         let (threads, w) = (t.threads(), t.width());
         self.mm_width = w;
@@ -509,8 +525,9 @@ impl Emitter<'_> {
         let (dm, dn, dk) = (lay.dim(mi), lay.dim(ni), lay.mm_k());
         let _ = writeln!(
             s,
-            "    const BM = {bm}u;\n    const BMP = {}u;\n    const BN = {bn}u;\n    const BK = {bk}u;\n    const TM = {tm}u;\n    const TN = {tn}u;\n    const KS = {ks}u;\n    const W = {w}u;\n    const TXN = BN / TN;\n    const TYN = BM / TM;\n    const TPK = TXN * TYN;\n    const BOFF = BK * BMP;\n    let M = P[{dm}];\n    let N = P[{dn}];\n    let K = P[{dk}];\n    let tiles_n = (N + BN - 1u) / BN;\n    let tiles_m = (M + BM - 1u) / BM;\n    let tn0 = (wid % tiles_n) * BN;\n    let tm0 = ((wid / tiles_n) % tiles_m) * BM;",
-            bm + PAD
+            "    const BM = {bm}u;\n    const BMP = {}u;\n    const BN = {bn}u;\n    const BK = {bk}u;\n    const TM = {tm}u;\n    const TN = {tn}u;\n    const KS = {ks}u;\n    const W = {w}u;\n    const TXN = BN / TN;\n    const TYN = BM / TM;\n    const TPK = TXN * TYN;\n    const BOFF = BK * BMP;\n    const STAGE = {stage}u;\n    let M = P[{dm}];\n    let N = P[{dn}];\n    let K = P[{dk}];\n    let tiles_n = (N + BN - 1u) / BN;\n    let tiles_m = (M + BM - 1u) / BM;\n    let tn0 = (wid % tiles_n) * BN;\n    let tm0 = ((wid / tiles_n) % tiles_m) * BM;",
+            bm + PAD,
+            stage = t.stage(nb)
         );
         let batch: Vec<usize> = (0..r - 2).collect();
         if !batch.is_empty() {
@@ -588,26 +605,32 @@ impl Emitter<'_> {
             l
         };
         s.push_str(&load("0u"));
+        // The half of S this step stages into (always the first without double-buffering),
+        // in floats and in `W`-wide slots.
+        let (half, halfw) = if db { ("sb + ", "sb / W + ") } else { ("", "") };
         let _ = writeln!(s, "    for (var k0 = 0u; k0 < K; k0 = k0 + BK) {{");
+        if db {
+            let _ = writeln!(s, "    let sb = ((k0 / BK) % 2u) * STAGE;");
+        }
         let _ = writeln!(
             s,
             "    for (var r = 0u; r < {la}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        {}{{ {} = pa[r]; }}\n    }}",
             sa,
-            slot("(e % BK) * BMP + e / BK")
+            slot(&format!("{half}(e % BK) * BMP + e / BK"))
         );
         for j in 0..nb {
             let _ = writeln!(
                 s,
                 "    for (var r = 0u; r < {lb}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        {}{{ {} = pb{j}[r]; }}\n    }}",
                 sb,
-                slot(&format!("BOFF + {}u + e", j as u32 * bk * bn))
+                slot(&format!("{half}BOFF + {}u + e", j as u32 * bk * bn))
             );
         }
         let _ = writeln!(s, "    workgroupBarrier();");
         s.push_str(&load("k0 + BK"));
         let _ = writeln!(
             s,
-            "    for (var q = 0u; q < BK / KS; q = q + 1u) {{\n        let kk = slice * (BK / KS) + q;\n        var ar: array<{vty}, {}>;\n        for (var i = 0u; i < TM / W; i = i + 1u) {{ ar[i] = S[kk * (BMP / W) + i * TYN + ty]; }}",
+            "    for (var q = 0u; q < BK / KS; q = q + 1u) {{\n        let kk = slice * (BK / KS) + q;\n        var ar: array<{vty}, {}>;\n        for (var i = 0u; i < TM / W; i = i + 1u) {{ ar[i] = S[{halfw}kk * (BMP / W) + i * TYN + ty]; }}",
             tm / w
         );
         let a_of = if w == 4 {
@@ -619,11 +642,17 @@ impl Emitter<'_> {
             let off = j as u32 * bk * bn;
             let _ = writeln!(
                 s,
-                "        var br{j}: array<{vty}, {}>;\n        for (var g = 0u; g < TN / W; g = g + 1u) {{ br{j}[g] = S[(BOFF + {off}u + kk * BN) / W + g * TXN + tx]; }}\n        for (var i = 0u; i < TM; i = i + 1u) {{\n            let a = {a_of};\n            for (var g = 0u; g < TN / W; g = g + 1u) {{ acc{j}[i * (TN / W) + g] = fma(a, br{j}[g], acc{j}[i * (TN / W) + g]); }}\n        }}",
+                "        var br{j}: array<{vty}, {}>;\n        for (var g = 0u; g < TN / W; g = g + 1u) {{ br{j}[g] = S[{halfw}(BOFF + {off}u + kk * BN) / W + g * TXN + tx]; }}\n        for (var i = 0u; i < TM; i = i + 1u) {{\n            let a = {a_of};\n            for (var g = 0u; g < TN / W; g = g + 1u) {{ acc{j}[i * (TN / W) + g] = fma(a, br{j}[g], acc{j}[i * (TN / W) + g]); }}\n        }}",
                 tn / w
             );
         }
-        let _ = writeln!(s, "    }}\n    workgroupBarrier();\n    }}");
+        // Double-buffered, the next step stages into the other half: no barrier needed before
+        // it, but one after the loop before the slices' partial blocks reuse S.
+        if db {
+            let _ = writeln!(s, "    }}\n    }}\n    workgroupBarrier();");
+        } else {
+            let _ = writeln!(s, "    }}\n    workgroupBarrier();\n    }}");
+        }
         if ks > 1 {
             // Slices 1.. leave their blocks in S (lane-interleaved: conflict-free), slice 0
             // adds them up and runs the epilogue.

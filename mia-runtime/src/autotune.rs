@@ -1,8 +1,8 @@
 //! Autotune for matmul tilings: the first call of a pass on a device, for a bucket of shapes
-//! (each size rounded up to a power of two), times every tiling compiled for it and keeps the
-//! fastest — in memory, and on disk so that later processes skip the measurement.
+//! (each size rounded up to a power of two), times every tiling compiled for it (on GPU
+//! timestamps where the device has them) and keeps the fastest — in memory, and on disk so that later processes skip the measurement.
 //!
-//! The cache is a text file `autotune-v1.tsv` in `MIA_CACHE_DIR` (else
+//! The cache is a text file `autotune-v2.tsv` in `MIA_CACHE_DIR` (else
 //! `$XDG_CACHE_HOME/mia`, else `$HOME/.cache/mia`): one `device \t pass \t bucket \t tiling`
 //! line per choice. Lines that do not parse, and choices naming a tiling the pass no longer
 //! has (a stale cache after an upgrade), are ignored; a cache that cannot be read or written
@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-const FILE: &str = "autotune-v1.tsv";
+/// Version 2: choices timed on the GPU clock, over a new set of tilings.
+const FILE: &str = "autotune-v2.tsv";
 
 /// The cache directory (see the module docs), if one can be named.
 pub fn cache_dir() -> Option<PathBuf> {
@@ -131,22 +132,22 @@ pub fn autotune(
             break;
         }
     }
-    // After a first round, short passes run several times per wait, so the ~0.1 ms of a
-    // submission and wait does not drown the differences between tilings.
+    let mut clock = if dev.has_timestamps() {
+        Clock::Gpu
+    } else {
+        Clock::Host
+    };
     let mut best_of = vec![f64::INFINITY; tilings.len()];
-    let mut reps = 1;
+    let mut reps = 5;
     for round in 0..4 {
-        if round == 1 {
+        if round == 1 && clock == Clock::Host {
+            // On the host clock, short passes run several times per wait, so the ~0.1 ms of
+            // a submission and wait does not drown the differences between tilings.
             let fastest = best_of.iter().fold(f64::INFINITY, |a, &b| a.min(b));
             reps = (0.002 / fastest.max(1e-6)).clamp(1.0, 16.0) as usize;
         }
         for (i, b) in best_of.iter_mut().enumerate() {
-            let start = Instant::now();
-            for _ in 0..reps {
-                run(i)?;
-            }
-            dev.synchronize()?;
-            *b = b.min(start.elapsed().as_secs_f64() / reps as f64);
+            *b = b.min(time(dev, run, i, reps, &mut clock)?);
         }
     }
     let best = (0..tilings.len())
@@ -159,7 +160,7 @@ pub fn autotune(
             .map(|(t, b)| format!("{t} {:.1}us", b * 1e6))
             .collect();
         eprintln!(
-            "mia autotune {label} {}: {} -> {}",
+            "mia autotune {label} {} ({clock:?} clock): {} -> {}",
             bucket(sizes),
             times.join(", "),
             tilings[best]
@@ -174,6 +175,55 @@ pub fn autotune(
     map.insert(key, tilings[best].to_string());
     save(map);
     Ok(best)
+}
+
+/// How autotune times a tiling.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Clock {
+    /// GPU timestamps of each pass: the kernel's own time, so close tilings compare the same
+    /// in every run (the host clock adds 0.1–0.4 ms of submission and wait, and its noise).
+    Gpu,
+    /// The host clock around runs and a wait: where the device has no timestamp queries, or
+    /// a profile scope is already open (the caller's `Device::gpu_profile`, which scopes
+    /// cannot nest in).
+    Host,
+}
+
+/// Seconds per run of tiling `i`: on the GPU clock the median of `reps` runs, each timed
+/// alone (independent passes queued back to back overlap on the GPU, which blurs per-pass
+/// timestamps); on the host clock the mean of `reps` runs and one wait. Falls back to the host
+/// clock for good when no GPU time comes back.
+fn time(
+    dev: &Device,
+    run: &dyn Fn(usize) -> Result<()>,
+    i: usize,
+    reps: usize,
+    clock: &mut Clock,
+) -> Result<f64> {
+    let mut times = Vec::with_capacity(reps);
+    while *clock == Clock::Gpu && times.len() < reps {
+        let mut ran = false;
+        match dev.gpu_profile(|| {
+            ran = true;
+            run(i)
+        }) {
+            Ok((_, Some(t))) => times.push(t.as_secs_f64()),
+            // A scope already open refuses ours before running anything.
+            Err(_) if !ran => *clock = Clock::Host,
+            Err(e) => return Err(e),
+            Ok((_, None)) => *clock = Clock::Host,
+        }
+    }
+    if *clock == Clock::Gpu {
+        times.sort_by(f64::total_cmp);
+        return Ok(times[times.len() / 2]);
+    }
+    let start = Instant::now();
+    for _ in 0..reps {
+        run(i)?;
+    }
+    dev.synchronize()?;
+    Ok(start.elapsed().as_secs_f64() / reps as f64)
 }
 
 #[cfg(test)]
@@ -212,6 +262,33 @@ mod tests {
         assert!(load_from(&dir).is_empty());
         save_to(&dir, &map);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Inside a caller's profile scope (which ours cannot nest in) timing falls back to the
+    /// host clock instead of failing; outside one, a GPU with timestamps keeps the GPU clock.
+    #[test]
+    fn open_profile_scope_falls_back_to_host_clock() {
+        let Some(dev) = crate::testing::gpu() else {
+            return;
+        };
+        let runs = std::cell::Cell::new(0);
+        let run = |_: usize| -> Result<()> {
+            runs.set(runs.get() + 1);
+            Ok(())
+        };
+        let mut clock = Clock::Gpu;
+        dev.gpu_profile(|| time(&dev, &run, 0, 3, &mut clock))
+            .expect("host timing inside a scope");
+        assert_eq!(clock, Clock::Host);
+        assert_eq!(runs.get(), 3);
+        let mut clock = Clock::Gpu;
+        time(&dev, &run, 0, 3, &mut clock).expect("timing outside a scope");
+        let want = if dev.has_timestamps() {
+            Clock::Gpu
+        } else {
+            Clock::Host
+        };
+        assert_eq!(clock, want);
     }
 
     #[test]
