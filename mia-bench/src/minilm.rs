@@ -126,6 +126,7 @@ fn breakdown(passes: &[std::time::Duration]) -> String {
             PassKind::Rows { .. } => "rows",
             PassKind::Elementwise => "elementwise",
             PassKind::Gather => "gather",
+            PassKind::Causal => "causal",
         };
         match kinds.iter_mut().find(|k| k.0 == kind) {
             Some(k) => (k.1, k.2) = (k.1 + t.as_secs_f64(), k.2 + 1),

@@ -90,3 +90,36 @@ pub fn attention_masked(
         v,
     )
 }
+
+/// Causal (decoder) attention per head, `softmax(causal(q·kᵀ·scale))·v`: key `j` is visible
+/// to query `i` when `j <= i + (S − T)` (bottom-right aligned, so with `T < S` the queries
+/// are the last `T` positions of a KV cache of `S`). One flash-attention dispatch; masked
+/// key blocks are skipped.
+#[kernel]
+pub fn attention_causal(
+    q: Tensor<f32, H, T, E>,
+    k: Tensor<f32, H, S, E>,
+    v: Tensor<f32, H, S, E>,
+    scale: f32,
+) -> Tensor<f32, H, T, E> {
+    matmul(
+        softmax(causal(matmul(q, transpose(k, -1, -2)) * scale), -1),
+        v,
+    )
+}
+
+/// Causal attention with an additive padding mask over keys, broadcast over heads and
+/// queries: one flash-attention dispatch.
+#[kernel]
+pub fn attention_causal_masked(
+    q: Tensor<f32, B, H, T, E>,
+    k: Tensor<f32, B, H, S, E>,
+    v: Tensor<f32, B, H, S, E>,
+    mask: Tensor<f32, B, 1, 1, S>,
+    scale: f32,
+) -> Tensor<f32, B, H, T, E> {
+    matmul(
+        softmax(causal(matmul(q, transpose(k, -1, -2)) * scale + mask), -1),
+        v,
+    )
+}

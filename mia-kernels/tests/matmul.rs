@@ -491,3 +491,245 @@ fn attention_matches_f64() {
         );
     }
 }
+
+/// Float64 `causal(x)`: `-inf` where key `j > i + (S − T)` in every trailing `[T, S]` matrix.
+fn causal_ref(x: &Arr) -> Arr {
+    let r = x.shape.len();
+    let (t, s) = (x.shape[r - 2], x.shape[r - 1]);
+    let data = x
+        .data
+        .iter()
+        .enumerate()
+        .map(|(k, &v)| {
+            let (i, j) = ((k / s) % t, k % s);
+            if j + t > i + s {
+                f64::NEG_INFINITY
+            } else {
+                v
+            }
+        })
+        .collect();
+    Arr::f64(&x.shape, data)
+}
+
+/// Fused attention writes a fully masked row (T > S under `causal`) as zeros where the
+/// formula gives NaN (see `mia_runtime`'s attention docs).
+fn zero_nan(a: Arr) -> Arr {
+    a.map(|x| if x.is_nan() { 0.0 } else { x })
+}
+
+// `causal` on the raw product under a positive constant scale: the same attention.
+#[kernel]
+fn attn_causal_prescaled(
+    q: Tensor<f32, H, T, E>,
+    k: Tensor<f32, H, S, E>,
+    v: Tensor<f32, H, S, E>,
+) -> Tensor<f32, H, T, E> {
+    matmul(
+        softmax(causal(matmul(q, transpose(k, -1, -2))) / 4.0, -1),
+        v,
+    )
+}
+// Under a scalar-parameter scale (sign unknown) it is not provably the same: unfused.
+#[kernel]
+fn attn_causal_param_prescaled(
+    q: Tensor<f32, H, T, E>,
+    k: Tensor<f32, H, S, E>,
+    v: Tensor<f32, H, S, E>,
+    scale: f32,
+) -> Tensor<f32, H, T, E> {
+    matmul(
+        softmax(causal(matmul(q, transpose(k, -1, -2))) * scale, -1),
+        v,
+    )
+}
+#[kernel(fusion = false)]
+fn attn_causal_unfused(
+    q: Tensor<f32, H, T, E>,
+    k: Tensor<f32, H, S, E>,
+    v: Tensor<f32, H, S, E>,
+    scale: f32,
+) -> Tensor<f32, H, T, E> {
+    matmul(
+        softmax(causal(matmul(q, transpose(k, -1, -2)) * scale), -1),
+        v,
+    )
+}
+#[kernel]
+fn causal_plain(x: Tensor<f32, B, T, S>) -> Tensor<f32, B, T, S> {
+    causal(x)
+}
+#[kernel]
+fn causal_softmax(x: Tensor<f32, T, S>, y: Tensor<f32, T, S>) -> Tensor<f32, T, S> {
+    softmax(causal(x + y) * 2.0, -1)
+}
+
+#[test]
+fn causal_attention_matches_f64() {
+    let _g = serial();
+    let mut rng = rng(9);
+    // (H, T, S, E): T = S, decoding (T = 1), a KV cache (T < S), odd sizes, several key
+    // blocks, and T > S (the first T − S queries see no key).
+    let shapes: &[(usize, usize, usize, usize)] = &[
+        (1, 1, 1, 1),
+        (2, 1, 9, 16),
+        (2, 7, 9, 16),
+        (3, 33, 65, 8),
+        (2, 64, 64, 64),
+        (1, 70, 150, 16),
+        (2, 12, 5, 8),
+    ];
+    for dev in devices() {
+        for &(h, t, s, e) in shapes {
+            let (q, k, v) = (
+                data(&mut rng, &[h, t, e]),
+                data(&mut rng, &[h, s, e]),
+                data(&mut rng, &[h, s, e]),
+            );
+            let (tq, tk, tv) = (
+                tensor(&dev, &[h, t, e], &q),
+                tensor(&dev, &[h, s, e], &k),
+                tensor(&dev, &[h, s, e], &v),
+            );
+            let product =
+                Arr::new(&[h, t, e], &q).matmul(&Arr::new(&[h, s, e], &k).transpose(-1, -2));
+            let vv = Arr::new(&[h, s, e], &v);
+            let scale = 1.0 / (e as f64).sqrt();
+            let want = causal_ref(&product.map(|x| x * scale as f32 as f64))
+                .softmax(-1)
+                .matmul(&vv);
+            let what = format!("{h}x{t}x{s}x{e}");
+            let got = fetch(
+                "attention_causal",
+                mia_kernels::attention_causal(&tq, &tk, &tv, scale as f32),
+                &[h, t, e],
+            );
+            check(
+                &format!("attention_causal {what}"),
+                &dev,
+                &got,
+                &zero_nan(want.clone()),
+                TOL,
+            );
+            let want4 = causal_ref(&product)
+                .map(|x| x / 4.0)
+                .softmax(-1)
+                .matmul(&vv);
+            let got = fetch(
+                "attn_causal_prescaled",
+                attn_causal_prescaled(&tq, &tk, &tv),
+                &[h, t, e],
+            );
+            check(
+                &format!("causal before a constant scale {what}"),
+                &dev,
+                &got,
+                &zero_nan(want4),
+                TOL,
+            );
+            if t > s {
+                // Unfused, a fully masked row is softmax's 0/0: NaN, as the formula says.
+                continue;
+            }
+            let got = fetch(
+                "attn_causal_param_prescaled",
+                attn_causal_param_prescaled(&tq, &tk, &tv, scale as f32),
+                &[h, t, e],
+            );
+            check(
+                &format!("causal before a parameter scale {what}"),
+                &dev,
+                &got,
+                &want,
+                TOL,
+            );
+            let got = fetch(
+                "attn_causal_unfused",
+                attn_causal_unfused(&tq, &tk, &tv, scale as f32),
+                &[h, t, e],
+            );
+            check(&format!("causal unfused {what}"), &dev, &got, &want, TOL);
+        }
+        // Two sentences, the second padded after 5 of 8 keys; T = 6 queries (the last six).
+        let (b, h, t, s, e) = (2, 3, 6, 8, 16);
+        let (qs, ks) = ([b, h, t, e], [b, h, s, e]);
+        let (q, k, v) = (
+            data(&mut rng, &qs),
+            data(&mut rng, &ks),
+            data(&mut rng, &ks),
+        );
+        let mut mask = vec![0.0f32; b * s];
+        for m in &mut mask[s + 5..] {
+            *m = -1e4;
+        }
+        let scale = 0.25f32;
+        let scores = Arr::new(&qs, &q)
+            .matmul(&Arr::new(&ks, &k).transpose(-1, -2))
+            .map(|x| x * scale as f64)
+            .add(&Arr::new(&[b, 1, 1, s], &mask));
+        let want = causal_ref(&scores).softmax(-1).matmul(&Arr::new(&ks, &v));
+        let got = fetch(
+            "attention_causal_masked",
+            mia_kernels::attention_causal_masked(
+                &tensor(&dev, &qs, &q),
+                &tensor(&dev, &ks, &k),
+                &tensor(&dev, &ks, &v),
+                &tensor(&dev, &[b, 1, 1, s], &mask),
+                scale,
+            ),
+            &qs,
+        );
+        check("causal attention with padding mask", &dev, &got, &want, TOL);
+        // `causal` outside an attention: its own pass, -inf exactly where masked.
+        for &(b, t, s) in &[(1, 1, 1), (2, 3, 7), (3, 9, 4), (1, 129, 300)] {
+            let x = data(&mut rng, &[b, t, s]);
+            let got = fetch(
+                "causal_plain",
+                causal_plain(&tensor(&dev, &[b, t, s], &x)),
+                &[b, t, s],
+            );
+            let want = causal_ref(&Arr::new(&[b, t, s], &x));
+            check(&format!("causal {b}x{t}x{s}"), &dev, &got, &want, 0.0);
+        }
+        for &(t, s) in &[(1, 1), (5, 5), (7, 33), (64, 300)] {
+            let (x, y) = (data(&mut rng, &[t, s]), data(&mut rng, &[t, s]));
+            let got = fetch(
+                "causal_softmax",
+                causal_softmax(&tensor(&dev, &[t, s], &x), &tensor(&dev, &[t, s], &y)),
+                &[t, s],
+            );
+            let want = causal_ref(&Arr::new(&[t, s], &x).add(&Arr::new(&[t, s], &y)))
+                .map(|v| v * 2.0)
+                .softmax(-1);
+            check(&format!("softmax(causal) {t}x{s}"), &dev, &got, &want, TOL);
+        }
+    }
+    // The causal attentions are one flash-attention dispatch, with the causal flag.
+    for (plan, mask) in [
+        (mia_kernels::attention_causal::plan(), false),
+        (mia_kernels::attention_causal_masked::plan(), true),
+        (attn_causal_prescaled::plan(), false),
+    ] {
+        assert_eq!(plan.dispatches(), 1, "{plan}");
+        assert!(plan.intermediates.is_empty(), "{plan}");
+        assert_eq!(
+            plan.passes[0].kind,
+            PassKind::Attention { mask, causal: true },
+            "{plan}"
+        );
+    }
+    // Not provably equivalent (scale of unknown sign), or fusion off: `causal` is a pass.
+    for plan in [
+        attn_causal_param_prescaled::plan(),
+        attn_causal_unfused::plan(),
+    ] {
+        assert!(plan.dispatches() > 1, "{plan}");
+        assert!(
+            plan.passes.iter().any(|p| p.kind == PassKind::Causal),
+            "{plan}"
+        );
+    }
+    assert_eq!(causal_plain::plan().passes[0].kind, PassKind::Causal);
+    let p = causal_softmax::plan();
+    assert_eq!(p.dispatches(), 3, "{p}");
+}

@@ -4,6 +4,13 @@
 //! additive tensor that broadcasts to the scores. Softmax is already expanded into
 //! `e = exp(x − max(x)); e / sum(e)`, so the pattern is matched on those primitives.
 //!
+//! `causal(..)` may wrap the whole scores (`softmax(causal(qkᵀ · scale + mask), -1)`), or the
+//! product alone under a scale that is a positive constant and no mask
+//! (`causal(qkᵀ) · 0.125`): both equal the runtime's causal attention exactly, since a
+//! positive finite factor keeps `-inf` as `-inf`. Other placements (a scalar-parameter scale,
+//! whose sign is unknown, or a mask added after `causal`, which could be `+inf`) are not
+//! provably the same, so they stay unfused and `causal` runs as its own pass.
+//!
 //! A match needs every node between the two products (scores, max, exp, sum, probabilities)
 //! to be used by the pattern alone: a kernel that also returns the probabilities keeps the
 //! unfused passes, which compute them.
@@ -25,6 +32,8 @@ pub struct Attention {
     pub mask: Option<NodeId>,
     /// Uniform factors of the scale: `(divides, node)`.
     pub scale: Vec<(bool, NodeId)>,
+    /// Whether a `causal(..)` masks the scores (bottom-right aligned).
+    pub causal: bool,
     /// Nodes the pass computes internally (never materialized).
     pub inner: BTreeSet<NodeId>,
 }
@@ -131,6 +140,7 @@ fn matches(g: &Graph, root: NodeId, users: &dyn Fn(NodeId) -> usize) -> Option<A
         v,
         mask: s.mask,
         scale: s.scale,
+        causal: s.causal,
         inner,
     })
 }
@@ -139,6 +149,47 @@ fn matches(g: &Graph, root: NodeId, users: &dyn Fn(NodeId) -> usize) -> Option<A
 struct Scores {
     mask: Option<NodeId>,
     scale: Vec<(bool, NodeId)>,
+    causal: bool,
+}
+
+/// The value of a uniform node built from literals alone (no scalar parameter).
+fn constant(g: &Graph, n: NodeId) -> Option<f64> {
+    let node = g.node(n);
+    if !node.shape.is_empty() || node.dtype != crate::ast::DType::F32 {
+        return None;
+    }
+    Some(match node.op {
+        Op::Const(c) => f32::from_bits(c.bits) as f64,
+        Op::Unary(op, a) => {
+            let a = constant(g, a)?;
+            match op {
+                UnOp::Neg => -a,
+                UnOp::Sqrt => a.sqrt(),
+                UnOp::Rsqrt => 1.0 / a.sqrt(),
+                UnOp::Exp => a.exp(),
+                UnOp::Ln => a.ln(),
+                UnOp::Abs => a.abs(),
+                _ => return None,
+            }
+        }
+        Op::Binary(op, a, b) => {
+            let (a, b) = (constant(g, a)?, constant(g, b)?);
+            match op {
+                BinOp::Add => a + b,
+                BinOp::Sub => a - b,
+                BinOp::Mul => a * b,
+                BinOp::Div => a / b,
+                _ => return None,
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// Whether `n` is a constant that is positive and finite in f32 (with a margin, so that the
+/// f32 evaluation in the generated code cannot round it to 0 or overflow it to infinity).
+fn positive_constant(g: &Graph, n: NodeId) -> bool {
+    constant(g, n).is_some_and(|v| v.is_finite() && (1e-30..1e30).contains(&v))
 }
 
 impl Scores {
@@ -148,6 +199,15 @@ impl Scores {
         inner.insert(x);
         match g.node(x).op {
             Op::MatMul(..) => Some(x),
+            // Outermost, or under positive constant factors only (see the module docs).
+            Op::Causal(a)
+                if !self.causal
+                    && self.mask.is_none()
+                    && self.scale.iter().all(|&(_, u)| positive_constant(g, u)) =>
+            {
+                self.causal = true;
+                self.parse(g, a, inner)
+            }
             Op::Binary(BinOp::Mul, a, b) => {
                 let (t, u) = if is_uniform(g, b) { (a, b) } else { (b, a) };
                 if !is_uniform(g, u) {
@@ -185,6 +245,7 @@ fn reaches_matmul(g: &Graph, n: NodeId) -> bool {
         Op::Binary(BinOp::Mul | BinOp::Div | BinOp::Add, a, b) => {
             reaches_matmul(g, a) || reaches_matmul(g, b)
         }
+        Op::Causal(a) => reaches_matmul(g, a),
         _ => false,
     }
 }

@@ -57,7 +57,7 @@ pub fn check(k: &Kernel) -> Result<Graph, Vec<syn::Error>> {
 const FUNCTIONS: &str =
     "exp ln sqrt rsqrt abs neg tanh sigmoid relu gelu gelu_tanh silu sin cos pow \
 maximum minimum select cast sum max min mean softmax layer_norm rms_norm matmul transpose reshape \
-gather";
+gather causal";
 
 impl Checker<'_> {
     fn signature(&mut self) {
@@ -813,6 +813,24 @@ impl Checker<'_> {
                 let mut shape = inode.shape.clone();
                 shape.push(tn.shape[1].clone());
                 Val::Node(self.g.add(Op::Gather(t, i), tn.dtype, shape))
+            }
+            "causal" => {
+                if !self.arity(func, args, &[1], sp, "causal(scores)") {
+                    return Val::Poison;
+                }
+                let v = self.expr(&args[0]);
+                let Some(x) = self.float_tensor(v, args[0].sp, "causal") else {
+                    return Val::Poison;
+                };
+                let shape = self.g.node(x).shape.clone();
+                if shape.len() < 2 {
+                    self.errs.push(args[0].sp.error(format!(
+                        "`causal` masks a matrix of scores `[.., T, S]` (rank 2 or more); this one has shape {}",
+                        shape_text(&shape)
+                    )));
+                    return Val::Poison;
+                }
+                Val::Node(self.g.add(Op::Causal(x), DType::F32, shape))
             }
             "matmul" => {
                 if !self.arity(func, args, &[2], sp, "matmul(a, b)") {

@@ -169,9 +169,12 @@ pub(crate) fn compile(func: &syn::ItemFn, opts: &Options) -> Result<TokenStream,
     let mut shaders: Vec<String> = passes
         .iter()
         .enumerate()
-        .map(|(p, ir)| match (&ir.attn, &ir.gather) {
-            (Some(_), _) => format!("// {name}/pass{p}: mia_runtime's flash-attention shader\n"),
-            (_, Some(_)) => format!("// {name}/pass{p}: mia_runtime's gather shader\n"),
+        .map(|(p, ir)| match (&ir.attn, &ir.gather, &ir.causal) {
+            (Some(_), _, _) => {
+                format!("// {name}/pass{p}: mia_runtime's flash-attention shader\n")
+            }
+            (_, Some(_), _) => format!("// {name}/pass{p}: mia_runtime's gather shader\n"),
+            (_, _, Some(_)) => format!("// {name}/pass{p}: mia_runtime's causal-mask shader\n"),
             _ => shader(p, ir, false, ir.mm.as_ref().map(|_| emit_wgsl::TILES[0])),
         })
         .collect();
@@ -618,6 +621,8 @@ impl Expander<'_> {
                 self.attention(ir, at, &dims, None)
             } else if let Some(w) = &ir.gather {
                 self.gather(ir, w, None)
+            } else if let Some(c) = &ir.causal {
+                self.causal(ir, c, None)
             } else {
                 quote!({ #dims #lets #call })
             };
@@ -685,6 +690,10 @@ impl Expander<'_> {
             }
             if let Some(w) = &ir.gather {
                 out.extend(self.gather(ir, w, Some(&label)));
+                continue;
+            }
+            if let Some(c) = &ir.causal {
+                out.extend(self.causal(ir, c, Some(&label)));
                 continue;
             }
             if ir.mm.is_some() {
@@ -903,6 +912,7 @@ impl Expander<'_> {
             }
         });
         let gpu = label.is_some();
+        let causal = at.causal;
         let operand = |a: usize| {
             let acc = ir.loads.get(a).unwrap_or(&ir.stores[0].0);
             let (data, ty) = if gpu {
@@ -929,14 +939,14 @@ impl Expander<'_> {
         let call = match label {
             Some(label) => {
                 let out = operand(o);
-                quote!(rt::gpu_attention(&__dev, #label, #d, #q, #k, #v, #mask, __scale, false, #out)?;)
+                quote!(rt::gpu_attention(&__dev, #label, #d, #q, #k, #v, #mask, __scale, #causal, #out)?;)
             }
             None => {
                 let out = format_ident!("__cb{}", ir.stores[0].0.buf);
                 quote! {
                     rt::attention(
                         #d,
-                        rt::AttnArgs { q: #q, k: #k, v: #v, mask: #mask, scale: __scale, causal: false },
+                        rt::AttnArgs { q: #q, k: #k, v: #v, mask: #mask, scale: __scale, causal: #causal },
                         rt::AttnOut { data: &mut #out[..], batch_strides: &__st[#o][..#nb], rs: __st[#o][#nb], cs: __st[#o][#nb + 1] },
                     );
                 }
@@ -970,6 +980,23 @@ impl Expander<'_> {
             Some(label) => {
                 let (t, i, o) = (self.gpu_ref(t), self.gpu_ref(i), self.gpu_ref(o));
                 quote!(rt::gpu_gather::<#it>(&__dev, #label, #t, #w, #i, #o)?;)
+            }
+        }
+    }
+
+    /// A causal pass outside an attention: the runtime masks a copy (CPU), or dispatches its
+    /// shader (GPU, with a `label`).
+    fn causal(&self, ir: &PassIr, c: &lower::CausalIr, label: Option<&str>) -> TokenStream {
+        let (t, s) = (self.prod(&c.t), self.prod(&c.s));
+        let (x, o) = (ir.loads[0].buf, ir.stores[0].0.buf);
+        match label {
+            None => {
+                let (x, o) = (format_ident!("__cb{}", x), format_ident!("__cb{}", o));
+                quote!(rt::causal_mask(&#x[..], #t, #s, &mut #o[..]);)
+            }
+            Some(label) => {
+                let (x, o) = (self.gpu_ref(x), self.gpu_ref(o));
+                quote!(rt::gpu_causal_mask(&__dev, #label, #x, #t, #s, #o)?;)
             }
         }
     }
@@ -1061,9 +1088,11 @@ impl Expander<'_> {
             .map(|ir| {
                 let kind = match ir.axis {
                     None if ir.gather.is_some() => quote!(::mia_runtime::PassKind::Gather),
+                    None if ir.causal.is_some() => quote!(::mia_runtime::PassKind::Causal),
                     None if ir.attn.is_some() => {
                         let mask = ir.attn.as_ref().is_some_and(|a| a.mask);
-                        quote!(::mia_runtime::PassKind::Attention { mask: #mask })
+                        let causal = ir.attn.as_ref().is_some_and(|a| a.causal);
+                        quote!(::mia_runtime::PassKind::Attention { mask: #mask, causal: #causal })
                     }
                     None if ir.mm.is_some() => {
                         let products = ir.mm.as_ref().map_or(0, |m| m.bs.len());

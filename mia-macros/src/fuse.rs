@@ -53,6 +53,8 @@ pub enum Domain {
     Attention(Box<Attention>),
     /// A row lookup storing the gather node of this shape.
     Gather(Vec<Dim>),
+    /// A `causal(..)` outside an attention, storing the causal node of this shape.
+    Causal(Vec<Dim>),
 }
 
 #[derive(Clone, Debug)]
@@ -143,13 +145,21 @@ fn layout_temps(g: &Graph, live: &[NodeId], attn: &[Attention]) -> BTreeSet<Node
         own.push(a.root);
     }
     for &n in live {
-        if let Op::Gather(t, i) = g.node(n).op {
-            temps.extend(
-                [needs_temp(g, t, true), needs_temp(g, i, true)]
-                    .into_iter()
-                    .flatten(),
-            );
-            own.push(n);
+        match g.node(n).op {
+            Op::Gather(t, i) => {
+                temps.extend(
+                    [needs_temp(g, t, true), needs_temp(g, i, true)]
+                        .into_iter()
+                        .flatten(),
+                );
+                own.push(n);
+            }
+            // Inside an attention, the attention's pass applies it.
+            Op::Causal(x) if !inner.contains(&n) => {
+                temps.extend(needs_temp(g, x, true));
+                own.push(n);
+            }
+            _ => {}
         }
     }
     // A node with a pass of its own is stored, and read from memory by whatever uses it.
@@ -161,9 +171,10 @@ fn layout_temps(g: &Graph, live: &[NodeId], attn: &[Attention]) -> BTreeSet<Node
     temps
 }
 
-/// Whether `n` is computed by a pass of its own kind (attention, gather), never fused.
+/// Whether `n` is computed by a pass of its own kind (attention, gather, causal), never fused.
+/// (A causal inside an attention is never a root: only the attention's root is stored.)
 fn own_pass(g: &Graph, n: NodeId, attn: &[Attention]) -> bool {
-    matches!(g.node(n).op, Op::Gather(..)) || attn.iter().any(|a| a.root == n)
+    matches!(g.node(n).op, Op::Gather(..) | Op::Causal(_)) || attn.iter().any(|a| a.root == n)
 }
 
 /// Products sharing one matmul pass at most: each needs its own accumulators (registers) and
@@ -290,6 +301,7 @@ fn plan(g: &Graph, temps: &BTreeSet<NodeId>, attentions: Vec<Attention>, merge: 
         let domain = match attentions.iter().find(|a| a.root == node) {
             Some(a) => Domain::Attention(Box::new(a.clone())),
             None if matches!(g.node(node).op, Op::Gather(..)) => Domain::Gather(shape.clone()),
+            None if matches!(g.node(node).op, Op::Causal(_)) => Domain::Causal(shape.clone()),
             None => pass_key(g, &c, &shape),
         };
         buffers.push(Buffer { kind, node, shape });

@@ -96,6 +96,9 @@ pub enum Op {
     MatMul(NodeId, NodeId),
     /// Rows of a `[rows, width]` table picked by integer indices: `[ids.., width]`.
     Gather(NodeId, NodeId),
+    /// `causal(x)` over the last two axes `[.., T, S]`: element `(i, j)` is `-inf` where
+    /// `j > i + (S − T)` (bottom-right aligned), else `x`'s.
+    Causal(NodeId),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -113,7 +116,8 @@ impl Node {
             | Op::Cast(a)
             | Op::Reduce(_, _, a)
             | Op::Transpose(_, _, a)
-            | Op::Reshape(a) => {
+            | Op::Reshape(a)
+            | Op::Causal(a) => {
                 vec![*a]
             }
             Op::Binary(_, a, b) | Op::MatMul(a, b) | Op::Gather(a, b) => vec![*a, *b],

@@ -98,6 +98,16 @@ pub struct AttnIr {
     pub mask: bool,
     /// The scale's uniform factors: `(divides, graph node)`.
     pub scale: Vec<(bool, NodeId)>,
+    /// Scores above the bottom-right-aligned diagonal are `-inf` (`causal(..)`).
+    pub causal: bool,
+}
+
+/// A `causal(x)` pass outside an attention: `x` is `[.., T, S]`; its one load is `x` and its
+/// one store the output, both contiguous.
+#[derive(Clone, Debug)]
+pub struct CausalIr {
+    pub t: Prod,
+    pub s: Prod,
 }
 
 #[derive(Clone, Debug)]
@@ -120,6 +130,8 @@ pub struct PassIr {
     /// Set for a gather pass: the table's row width. Its loads are the table `[rows, width]`
     /// and the indices, both contiguous; its store is the output.
     pub gather: Option<Prod>,
+    /// Set for a causal pass.
+    pub causal: Option<CausalIr>,
 }
 
 impl PassIr {
@@ -149,7 +161,7 @@ impl PassIr {
     /// Attention and gather passes call the runtime's own kernels: nothing is generated for
     /// them but the call.
     pub fn is_library(&self) -> bool {
-        self.attn.is_some() || self.gather.is_some()
+        self.attn.is_some() || self.gather.is_some() || self.causal.is_some()
     }
 
     pub fn is_rows(&self) -> bool {
@@ -220,7 +232,7 @@ pub fn lower(g: &Graph, f: &Fused) -> Vec<PassIr> {
                 Domain::Elementwise(s) | Domain::MatMul(s, _) => (s.clone(), None),
                 Domain::Rows(s, a) => (s.clone(), Some(*a)),
                 Domain::Attention(a) => (g.node(a.root).shape.clone(), None),
-                Domain::Gather(s) => (s.clone(), None),
+                Domain::Gather(s) | Domain::Causal(s) => (s.clone(), None),
             };
             let stored: Vec<NodeId> = p.stores.iter().map(|&b| f.buffers[b].node).collect();
             let mut l = Lowerer {
@@ -239,6 +251,7 @@ pub fn lower(g: &Graph, f: &Fused) -> Vec<PassIr> {
                     mm: None,
                     attn: None,
                     gather: None,
+                    causal: None,
                 },
                 memo: HashMap::new(),
                 stored,
@@ -246,6 +259,7 @@ pub fn lower(g: &Graph, f: &Fused) -> Vec<PassIr> {
             match &p.domain {
                 Domain::Attention(a) => return l.attention(a, p.stores[0]),
                 Domain::Gather(_) => return l.gather(p.stores[0]),
+                Domain::Causal(_) => return l.causal(p.stores[0]),
                 _ => {}
             }
             for &b in &p.stores {
@@ -477,7 +491,11 @@ impl Lowerer<'_> {
                 }
                 // Loaded above (a gather is always stored by its own pass); kept total so no
                 // input can make the compiler panic.
-                Op::Input(_) | Op::Transpose(..) | Op::Reshape(_) | Op::Gather(..) => self.push(
+                Op::Input(_)
+                | Op::Transpose(..)
+                | Op::Reshape(_)
+                | Op::Gather(..)
+                | Op::Causal(_) => self.push(
                     InstOp::Const(Const {
                         dtype: node.dtype,
                         bits: 0,
@@ -584,6 +602,7 @@ impl Lowerer<'_> {
             e: vec![e],
             mask: a.mask.is_some(),
             scale: a.scale.clone(),
+            causal: a.causal,
         });
         self.ir
     }
@@ -606,6 +625,28 @@ impl Lowerer<'_> {
         self.ir.ops = 1;
         let width = self.g.node(t).shape.get(1).cloned().unwrap_or(Dim::Lit(1));
         self.ir.gather = Some(vec![width]);
+        self.ir
+    }
+
+    /// Lowers a `causal(x)` (see [`CausalIr`]) whose output is buffer `out`.
+    fn causal(mut self, out: usize) -> PassIr {
+        let node = self.f.buffers[out].node;
+        let Op::Causal(x) = self.g.node(node).op else {
+            return self.ir;
+        };
+        let (buf, st) = self.view(x).unwrap_or((0, vec![]));
+        let strides = st.into_iter().map(Stride::Prod).collect();
+        self.ir.loads.push(Access { buf, strides });
+        let shape = self.f.buffers[out].shape.clone();
+        let strides = contiguous(&shape).into_iter().map(Stride::Prod).collect();
+        let v = self.push(InstOp::Const(Const::f32(0.0)), DType::F32, Level::Uniform);
+        self.ir.stores.push((Access { buf: out, strides }, v));
+        self.ir.ops = 1;
+        let r = shape.len();
+        self.ir.causal = Some(CausalIr {
+            t: vec![shape[r - 2].clone()],
+            s: vec![shape[r - 1].clone()],
+        });
         self.ir
     }
 

@@ -323,6 +323,86 @@ fn attention_with_views_and_constant_scale() {
     );
 }
 
+#[test]
+fn causal_attention_forms() {
+    // (body, fused into one causal attention pass)
+    let cases = [
+        // Around the whole scores, with a parameter scale and a mask.
+        (
+            quote! { matmul(softmax(causal(matmul(q, transpose(k, -1, -2)) * s + m), -1), v) },
+            true,
+        ),
+        (
+            quote! { matmul(softmax(causal(matmul(q, transpose(k, -1, -2)) / s), -1), v) },
+            true,
+        ),
+        // On the product under positive constant factors, no mask.
+        (
+            quote! { matmul(softmax(causal(matmul(q, transpose(k, -1, -2))) * 0.125, -1), v) },
+            true,
+        ),
+        (
+            quote! { matmul(softmax(causal(matmul(q, transpose(k, -1, -2)) * s) / sqrt(64.0), -1), v) },
+            true,
+        ),
+        // Not provably the same: a scale of unknown sign, a negative one, a mask after it.
+        (
+            quote! { matmul(softmax(causal(matmul(q, transpose(k, -1, -2))) * s, -1), v) },
+            false,
+        ),
+        (
+            quote! { matmul(softmax(causal(matmul(q, transpose(k, -1, -2))) * -0.5, -1), v) },
+            false,
+        ),
+        (
+            quote! { matmul(softmax(causal(matmul(q, transpose(k, -1, -2))) + m, -1), v) },
+            false,
+        ),
+        (
+            quote! { matmul(softmax(causal(causal(matmul(q, transpose(k, -1, -2)))), -1), v) },
+            false,
+        ),
+    ];
+    for (body, fused) in cases {
+        let text = body.to_string();
+        let (f, ir) = passes(quote! {
+            fn k(q: Tensor<f32, B, H, T, E>, k: Tensor<f32, B, H, S, E>, v: Tensor<f32, B, H, S, E>, m: Tensor<f32, B, 1, 1, S>, s: f32) -> Tensor<f32, B, H, T, E> {
+                #body
+            }
+        });
+        let attn = ir.iter().find_map(|p| p.attn.as_ref());
+        if fused {
+            assert_eq!(f.passes.len(), 1, "{text}: {:?}", f.passes);
+            assert!(attn.is_some_and(|a| a.causal), "{text}");
+        } else {
+            assert!(attn.is_none_or(|a| !a.causal), "{text}");
+            assert!(
+                ir.iter().any(|p| p.causal.is_some()),
+                "{text}: {:?}",
+                f.passes
+            );
+        }
+    }
+}
+
+#[test]
+fn causal_outside_attention_is_a_pass() {
+    let (f, ir) = passes(quote! {
+        fn k(x: Tensor<f32, B, T, S>, y: Tensor<f32, B, T, S>) -> Tensor<f32, B, T, S> {
+            softmax(causal(x + y), -1) * 2.0
+        }
+    });
+    assert_eq!(f.passes.len(), 3, "{:?}", f.passes);
+    assert!(matches!(f.passes[1].domain, Domain::Causal(_)));
+    assert!(ir[1].causal.is_some() && ir[1].is_library());
+    let e = errors(quote! { fn k(x: Tensor<f32, S>) -> Tensor<f32, S> { causal(x) } });
+    assert!(e[0].contains("rank 2 or more"), "{e:?}");
+    let e = errors(quote! { fn k(x: Tensor<i32, T, S>) -> Tensor<i32, T, S> { causal(x) } });
+    assert!(e[0].contains("needs f32"), "{e:?}");
+    let e = errors(quote! { fn k(x: Tensor<f32, T, S>) -> Tensor<f32, T, S> { causal(x, 1) } });
+    assert!(e[0].contains("wrong number of arguments"), "{e:?}");
+}
+
 fn graph_errors(ts: TokenStream) -> Vec<String> {
     let out = crate::model::graph(ts).to_string();
     out.match_indices("compile_error")

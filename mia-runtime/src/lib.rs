@@ -12,6 +12,7 @@ mod gather;
 mod gemm;
 #[cfg(feature = "gpu")]
 mod gpu;
+mod mask;
 pub mod math;
 mod plan;
 mod pool;

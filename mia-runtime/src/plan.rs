@@ -36,10 +36,14 @@ pub enum PassKind {
     /// epilogue applied to each finished tile.
     MatMul { products: usize },
     /// Flash attention: `softmax(scale · Q·Kᵀ [+ mask]) · V` in tiles of query rows with an
-    /// online softmax, so the scores never reach memory.
-    Attention { mask: bool },
+    /// online softmax, so the scores never reach memory. `mask`: an additive mask tensor;
+    /// `causal`: the scores are `causal(..)` (keys after the bottom-right-aligned diagonal
+    /// are skipped).
+    Attention { mask: bool, causal: bool },
     /// Row lookup (`gather`): each output row copies the table row its index names.
     Gather,
+    /// `causal(x)` outside an attention: a copy with `-inf` above the diagonal.
+    Causal,
 }
 
 /// One pass over memory = one dispatch.
@@ -154,9 +158,12 @@ impl Plan {
                 }
                 PassKind::MatMul { products } => format!("matmul, {products} products"),
                 PassKind::Gather => "gather".to_string(),
-                PassKind::Attention { mask } => {
-                    format!("flash attention{}", if mask { ", masked" } else { "" })
-                }
+                PassKind::Causal => "causal mask".to_string(),
+                PassKind::Attention { mask, causal } => format!(
+                    "flash attention{}{}",
+                    if mask { ", masked" } else { "" },
+                    if causal { ", causal" } else { "" }
+                ),
             };
             let _ = writeln!(
                 s,

@@ -421,6 +421,7 @@ pub fn parallel_for(n: usize, cost: usize, f: impl Fn(std::ops::Range<usize>) + 
 pub use crate::attention::{attention, gpu_attention, AttnArgs, AttnDims, AttnOut, GpuOperand};
 pub use crate::gather::{gather, gpu_gather};
 pub use crate::gemm::{matmul, Dims as MatDims, Operand as MatOperand};
+pub use crate::mask::{causal_mask, gpu_causal_mask};
 
 /// Elements of work below which [`parallel_for`] stays on the calling thread.
 pub const PARALLEL_THRESHOLD: usize = 32 * 1024;

@@ -12,7 +12,7 @@ fn forward_pass_is_fused_and_planned() {
     println!("{plan}");
     let count = |f: &dyn Fn(&PassKind) -> bool| plan.passes.iter().filter(|p| f(&p.kind)).count();
     assert_eq!(
-        count(&|k| matches!(k, PassKind::Attention { mask: true })),
+        count(&|k| matches!(k, PassKind::Attention { mask: true, .. })),
         6
     );
     assert_eq!(count(&|k| matches!(k, PassKind::Gather)), 3);
