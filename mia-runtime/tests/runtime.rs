@@ -397,8 +397,13 @@ fn same_device_names_the_arguments() {
 
 #[test]
 fn cpu_outputs_are_poisoned_and_wrapped() {
-    assert!(rt::cpu_alloc::<f32>(3).iter().all(|x| x.is_nan()));
-    assert_eq!(rt::cpu_alloc::<u32>(2), vec![0xDEAD_BEEF; 2]);
+    // Debug builds poison new outputs; release builds leave them as the allocator gives them.
+    let (f, u) = (rt::cpu_alloc::<f32>(3), rt::cpu_alloc::<u32>(2));
+    assert_eq!((f.len(), u.len()), (3, 2));
+    if cfg!(debug_assertions) {
+        assert!(f.iter().all(|x| x.is_nan()));
+        assert_eq!(u, vec![0xDEAD_BEEF; 2]);
+    }
     let t = rt::cpu_tensor(vec![2], vec![1i32, 2]);
     assert_eq!(rt::cpu(&t).unwrap(), &[1, 2]);
     assert!(t.device().is_cpu());
