@@ -553,14 +553,17 @@ impl Emitter<'_> {
                 format!("S[{f}]")
             }
         };
+        // Neighbouring lanes load neighbouring words: A along K and B along N, unless the
+        // operand is stored the other way round (`at`/`bt`: a transposed view, e.g. a
+        // `[out, in]` weight used as `transpose(w, 0, 1)`), where they go along M or K.
         let _ = writeln!(
             s,
-            "    let ab = {};\n    let a_rs = P[{}];\n    let a_cs = P[{}];",
+            "    let ab = {};\n    let a_rs = P[{}];\n    let a_cs = P[{}];\n    let at = a_rs == 1u && a_cs != 1u;",
             base(0),
             lay.mm_stride(0, mi),
             lay.mm_stride(0, r)
         );
-        // Per-invocation loads of one step: A is read along K by neighbouring lanes, B along N.
+        // Per-invocation loads of one step (along the contiguous axis, see `at`/`bt`).
         let la = (bm * bk).div_ceil(threads);
         let lb = (bk * bn).div_ceil(threads);
         // Bounds on `e` where the invocations do not divide a tile evenly: the load's guard
@@ -574,7 +577,7 @@ impl Emitter<'_> {
         for j in 0..nb {
             let _ = writeln!(
                 s,
-                "    let bb{j} = {};\n    let b{j}_rs = P[{}];\n    let b{j}_cs = P[{}];\n    var acc{j}: array<{vty}, {}>;\n    var pb{j}: array<f32, {lb}>;",
+                "    let bb{j} = {};\n    let b{j}_rs = P[{}];\n    let b{j}_cs = P[{}];\n    let bt{j} = b{j}_cs != 1u && b{j}_rs == 1u;\n    var acc{j}: array<{vty}, {}>;\n    var pb{j}: array<f32, {lb}>;",
                 base(1 + j),
                 lay.mm_stride(1 + j, r),
                 lay.mm_stride(1 + j, ni),
@@ -593,13 +596,13 @@ impl Emitter<'_> {
         let ab = mm.a.buf;
         let load = |kb: &str| {
             let mut l = format!(
-                "    for (var r = 0u; r < {la}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        let gm = tm0 + e / BK;\n        let gk = {kb} + e % BK;\n        var v = 0.0;\n        if ({ga}gm < M && gk < K) {{ v = B{ab}[ab + gm * a_rs + gk * a_cs]; }}\n        pa[r] = v;\n    }}\n"
+                "    for (var r = 0u; r < {la}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        let gm = tm0 + select(e / BK, e % BM, at);\n        let gk = {kb} + select(e % BK, e / BM, at);\n        var v = 0.0;\n        if ({ga}gm < M && gk < K) {{ v = B{ab}[ab + gm * a_rs + gk * a_cs]; }}\n        pa[r] = v;\n    }}\n"
             );
             for (j, b) in mm.bs.iter().enumerate() {
                 let buf = b.buf;
                 let _ = writeln!(
                     l,
-                    "    for (var r = 0u; r < {lb}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        let gk = {kb} + e / BN;\n        let gn = tn0 + e % BN;\n        var v = 0.0;\n        if ({gb}gk < K && gn < N) {{ v = B{buf}[bb{j} + gk * b{j}_rs + gn * b{j}_cs]; }}\n        pb{j}[r] = v;\n    }}"
+                    "    for (var r = 0u; r < {lb}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        let gk = {kb} + select(e / BN, e % BK, bt{j});\n        let gn = tn0 + select(e % BN, e / BK, bt{j});\n        var v = 0.0;\n        if ({gb}gk < K && gn < N) {{ v = B{buf}[bb{j} + gk * b{j}_rs + gn * b{j}_cs]; }}\n        pb{j}[r] = v;\n    }}"
                 );
             }
             l
@@ -616,14 +619,19 @@ impl Emitter<'_> {
             s,
             "    for (var r = 0u; r < {la}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        {}{{ {} = pa[r]; }}\n    }}",
             sa,
-            slot(&format!("{half}(e % BK) * BMP + e / BK"))
+            slot(&format!(
+                "{half}select((e % BK) * BMP + e / BK, (e / BM) * BMP + e % BM, at)"
+            ))
         );
         for j in 0..nb {
             let _ = writeln!(
                 s,
                 "    for (var r = 0u; r < {lb}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        {}{{ {} = pb{j}[r]; }}\n    }}",
                 sb,
-                slot(&format!("{half}BOFF + {}u + e", j as u32 * bk * bn))
+                slot(&format!(
+                    "{half}BOFF + {}u + select(e, (e % BK) * BN + e / BK, bt{j})",
+                    j as u32 * bk * bn
+                ))
             );
         }
         let _ = writeln!(s, "    workgroupBarrier();");
