@@ -607,13 +607,10 @@ impl Lowerer<'_> {
         self.ir
     }
 
-    /// Lowers a gather (see [`PassIr::gather`]) whose output is buffer `out`.
-    fn gather(mut self, out: usize) -> PassIr {
-        let node = self.f.buffers[out].node;
-        let Op::Gather(t, i) = self.g.node(node).op else {
-            return self.ir;
-        };
-        for n in [t, i] {
+    /// The accesses of a one-op pass that a runtime library function computes: each input as
+    /// the view it is stored as, the output `out` contiguous (its value is the library's).
+    fn library_io(&mut self, inputs: &[NodeId], out: usize) {
+        for &n in inputs {
             let (buf, st) = self.view(n).unwrap_or((0, vec![]));
             let strides = st.into_iter().map(Stride::Prod).collect();
             self.ir.loads.push(Access { buf, strides });
@@ -623,6 +620,15 @@ impl Lowerer<'_> {
         let v = self.push(InstOp::Const(Const::f32(0.0)), DType::F32, Level::Uniform);
         self.ir.stores.push((Access { buf: out, strides }, v));
         self.ir.ops = 1;
+    }
+
+    /// Lowers a gather (see [`PassIr::gather`]) whose output is buffer `out`.
+    fn gather(mut self, out: usize) -> PassIr {
+        let node = self.f.buffers[out].node;
+        let Op::Gather(t, i) = self.g.node(node).op else {
+            return self.ir;
+        };
+        self.library_io(&[t, i], out);
         let width = self.g.node(t).shape.get(1).cloned().unwrap_or(Dim::Lit(1));
         self.ir.gather = Some(vec![width]);
         self.ir
@@ -634,14 +640,8 @@ impl Lowerer<'_> {
         let Op::Causal(x) = self.g.node(node).op else {
             return self.ir;
         };
-        let (buf, st) = self.view(x).unwrap_or((0, vec![]));
-        let strides = st.into_iter().map(Stride::Prod).collect();
-        self.ir.loads.push(Access { buf, strides });
-        let shape = self.f.buffers[out].shape.clone();
-        let strides = contiguous(&shape).into_iter().map(Stride::Prod).collect();
-        let v = self.push(InstOp::Const(Const::f32(0.0)), DType::F32, Level::Uniform);
-        self.ir.stores.push((Access { buf: out, strides }, v));
-        self.ir.ops = 1;
+        self.library_io(&[x], out);
+        let shape = &self.f.buffers[out].shape;
         let r = shape.len();
         self.ir.causal = Some(CausalIr {
             t: vec![shape[r - 2].clone()],
