@@ -371,6 +371,22 @@ fn pack_b(
                 let base = off + (p0 + p) * rs + col0;
                 panel[p * nr..p * nr + cols].copy_from_slice(&src[base..base + cols]);
             }
+        } else if rs == 1 {
+            // Stored transposed (a `[out, in]` weight used as `transpose(w, 0, 1)`): each
+            // column is contiguous along the depth. Copied in 8 × 8 blocks, so the writes of a
+            // block stay in 8 cache lines of the panel instead of sweeping all `kc` of them per
+            // column (2x slower products inside MiniLM, whose every weight is transposed).
+            for c0 in (0..cols).step_by(8) {
+                for q0 in (0..kc).step_by(8) {
+                    let qn = (kc - q0).min(8);
+                    for c in c0..(c0 + 8).min(cols) {
+                        let base = off + p0 + q0 + (col0 + c) * cs;
+                        for (q, &v) in src[base..base + qn].iter().enumerate() {
+                            panel[(q0 + q) * nr + c] = v;
+                        }
+                    }
+                }
+            }
         } else {
             for c in 0..cols {
                 let base = off + p0 * rs + (col0 + c) * cs;
