@@ -58,6 +58,37 @@ fn mm_prologue(a: Tensor<f32, M, K>, b: Tensor<f32, K, N>) -> Tensor<f32, M, N> 
     matmul(relu(a), b)
 }
 #[kernel]
+fn pro_both(a: Tensor<f32, M, K>, b: Tensor<f32, K, N>, s: f32) -> Tensor<f32, M, N> {
+    matmul(a * s, gelu(b))
+}
+#[kernel]
+fn pro_leaves(
+    x: Tensor<f32, M, K>,
+    bias: Tensor<f32, K>,
+    r: Tensor<f32, M, K>,
+    w: Tensor<f32, K, N>,
+) -> Tensor<f32, M, N> {
+    matmul(x + bias + r, w)
+}
+#[kernel]
+fn pro_transposed(a: Tensor<f32, K, M>, w: Tensor<f32, N, K>) -> Tensor<f32, M, N> {
+    matmul(relu(transpose(a, 0, 1)), transpose(w, 0, 1) * 2.0)
+}
+#[kernel]
+fn pro_batched(q: Tensor<f32, B, 1, M, K>, k: Tensor<f32, H, N, K>) -> Tensor<f32, B, H, M, N> {
+    matmul(silu(q), transpose(k, -1, -2) - 0.5)
+}
+#[kernel]
+fn pro_swiglu(
+    x: Tensor<f32, M, K>,
+    g: Tensor<f32, K>,
+    w1: Tensor<f32, K, N>,
+    w3: Tensor<f32, K, N>,
+) -> Tensor<f32, M, N> {
+    let h = x * g;
+    silu(matmul(h, w1)) * matmul(h, w3)
+}
+#[kernel]
 fn mm_chain(a: Tensor<f32, M, K>, b: Tensor<f32, K, N>, c: Tensor<f32, N, P>) -> Tensor<f32, M, P> {
     matmul(matmul(a, b), c)
 }
@@ -334,6 +365,102 @@ fn fused_epilogues_match_f64() {
     }
 }
 
+/// Elementwise prologues (scaled, GELU'd, biased, residual, transposed, batched and broadcast
+/// operands, on A and on B) computed as the tiles load: one dispatch each, on every shape
+/// class (GEMV included, where a B prologue takes the packing path).
+#[test]
+fn prologues_match_f64() {
+    let _g = serial();
+    let mut rng = rng(9);
+    for dev in devices() {
+        // Each shape class of `SHAPES`, without its largest products (CI runs this on lavapipe).
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (1, 37, 1),
+            (1, 1000, 77),
+            (2, 3, 5),
+            (7, 13, 17),
+            (129, 65, 130),
+            (300, 5, 2),
+            (73, 257, 19),
+            (16, 1500, 24),
+        ] {
+            let what = |s: &str| format!("{s} {m}x{k}x{n}");
+            let (x, w) = (data(&mut rng, &[m, k]), data(&mut rng, &[k, n]));
+            let (ax, aw) = (Arr::new(&[m, k], &x), Arr::new(&[k, n], &w));
+            let (tx, tw) = (tensor(&dev, &[m, k], &x), tensor(&dev, &[k, n], &w));
+            let want = ax
+                .map(|v| v * 0.75)
+                .matmul(&aw.map(mia_runtime::testing::reference::gelu64));
+            let got = fetch("pro_both", pro_both(&tx, &tw, 0.75), &[m, n]);
+            check(&what("matmul(a * s, gelu(b))"), &dev, &got, &want, TOL);
+            let (bias, r) = (data(&mut rng, &[k]), data(&mut rng, &[m, k]));
+            let want = ax
+                .add(&Arr::new(&[k], &bias))
+                .add(&Arr::new(&[m, k], &r))
+                .matmul(&aw);
+            let got = fetch(
+                "pro_leaves",
+                pro_leaves(
+                    &tx,
+                    &tensor(&dev, &[k], &bias),
+                    &tensor(&dev, &[m, k], &r),
+                    &tw,
+                ),
+                &[m, n],
+            );
+            check(&what("matmul(x + bias + r, w)"), &dev, &got, &want, TOL);
+            let want = ax.map(|v| v.max(0.0)).matmul(&aw.map(|v| v * 2.0));
+            let f32s = |a: Arr| -> Vec<f32> { a.data.iter().map(|&v| v as f32).collect() };
+            let (at, wt) = (f32s(ax.transpose(0, 1)), f32s(aw.transpose(0, 1)));
+            let got = fetch(
+                "pro_transposed",
+                pro_transposed(&tensor(&dev, &[k, m], &at), &tensor(&dev, &[n, k], &wt)),
+                &[m, n],
+            );
+            check(&what("matmul(relu(aᵀ), wᵀ * 2)"), &dev, &got, &want, TOL);
+            let (g, w3) = (data(&mut rng, &[k]), data(&mut rng, &[k, n]));
+            let h = ax.mul(&Arr::new(&[k], &g));
+            let want = h
+                .matmul(&aw)
+                .map(silu)
+                .mul(&h.matmul(&Arr::new(&[k, n], &w3)));
+            let got = fetch(
+                "pro_swiglu",
+                pro_swiglu(
+                    &tx,
+                    &tensor(&dev, &[k], &g),
+                    &tw,
+                    &tensor(&dev, &[k, n], &w3),
+                ),
+                &[m, n],
+            );
+            check(&what("swiglu of x * g"), &dev, &got, &want, TOL);
+        }
+        for &(b, h, m, k, n) in &[(1, 1, 1, 1, 1), (2, 3, 5, 7, 9), (3, 2, 33, 64, 17)] {
+            let (q, kk) = (data(&mut rng, &[b, 1, m, k]), data(&mut rng, &[h, n, k]));
+            let want = Arr::new(&[b, 1, m, k], &q)
+                .map(silu)
+                .matmul(&Arr::new(&[h, n, k], &kk).transpose(-1, -2).map(|v| v - 0.5));
+            let got = fetch(
+                "pro_batched",
+                pro_batched(
+                    &tensor(&dev, &[b, 1, m, k], &q),
+                    &tensor(&dev, &[h, n, k], &kk),
+                ),
+                &[b, h, m, n],
+            );
+            check(
+                &format!("batched prologues {b}x{h}x{m}x{k}x{n}"),
+                &dev,
+                &got,
+                &want,
+                TOL,
+            );
+        }
+    }
+}
+
 #[test]
 fn empty_products() {
     let _g = serial();
@@ -391,6 +518,12 @@ fn plans_are_one_dispatch() {
         ("mm_scaled", mm_scaled::plan()),
         ("mm_two_outputs", mm_two_outputs::plan()),
         ("mm_heads", mm_heads::plan()),
+        ("mm_prologue", mm_prologue::plan()),
+        ("pro_both", pro_both::plan()),
+        ("pro_leaves", pro_leaves::plan()),
+        ("pro_transposed", pro_transposed::plan()),
+        ("pro_batched", pro_batched::plan()),
+        ("pro_swiglu", pro_swiglu::plan()),
     ] {
         assert_eq!(plan.dispatches(), 1, "{name}:\n{plan}");
         assert_eq!(mm(plan), 1, "{name}:\n{plan}");

@@ -83,8 +83,8 @@ pub fn pass_fn(p: usize, sig: &PassSig) -> TokenStream {
     params.push(quote!(d: &[usize; #r]));
     params.push(quote!(st: &[[usize; #r]; #na]));
     args.extend([quote!(d), quote!(st)]);
-    if let Some(mm) = &ir.mm {
-        return matmul_fn(p, r, mm.bs.len(), params, args, epilogue_body(ir));
+    if ir.mm.is_some() {
+        return matmul_fn(p, ir, params, args);
     }
     params.push(quote!(range: ::core::ops::Range<usize>));
     args.push(quote!(range));
@@ -131,22 +131,59 @@ fn dispatched(
     }
 }
 
-/// A matmul pass: the runtime's engine computes the products tile by tile and calls the
-/// epilogue (`{name}_epi`, itself dispatched on AVX2) on each finished row segment.
+/// A matmul pass: the runtime's engine computes the products tile by tile, reading operands
+/// with a prologue through `{name}_pro{o}`, and calls the epilogue (`{name}_epi`) on each
+/// finished row segment; both are dispatched on AVX2 like a pass.
 fn matmul_fn(
     p: usize,
-    r: usize,
-    nb: usize,
+    ir: &PassIr,
     mut params: Vec<TokenStream>,
     mut args: Vec<TokenStream>,
-    epi: TokenStream,
 ) -> TokenStream {
+    let Some(mm) = &ir.mm else {
+        return quote!();
+    };
+    let r = ir.dims.len();
+    let nb = mm.bs.len();
+    let nx = mm.extra.len();
+    let na1 = 1 + nb + nx;
+    let ms = r + 1;
     let name = pass_fn_name(p);
-    let epi_name = format_ident!("__mia_pass{}_epi", p);
-    let epi_body = format_ident!("__mia_pass{}_epi_body", p);
-    let epi_avx = format_ident!("__mia_pass{}_epi_avx2", p);
     let outer_params = params.clone();
     let outer_args = args.clone();
+    let mut hooks = TokenStream::new();
+    // `pro[o]`: the operand's prologue hook, if any.
+    let mut pro = Vec::new();
+    for (o, v) in mm.pro.iter().enumerate() {
+        let Some(v) = *v else {
+            pro.push(quote!(None));
+            continue;
+        };
+        let f = format_ident!("__mia_pass{}_pro{}", p, o);
+        let mut hp = params.clone();
+        hp.extend([
+            quote!(mx: &[&[f32]; #nx]),
+            quote!(mst: &[[usize; #ms]; #na1]),
+            quote!(bi: usize),
+            quote!(at: usize),
+            quote!(from: usize),
+            quote!(out: &mut [f32]),
+        ]);
+        let mut ha = args.clone();
+        ha.extend(["mx", "mst", "bi", "at", "from", "out"].map(|a| {
+            let a = format_ident!("{}", a);
+            quote!(#a)
+        }));
+        hooks.extend(dispatched(
+            &f,
+            &format_ident!("__mia_pass{}_pro{}_body", p, o),
+            &format_ident!("__mia_pass{}_pro{}_avx2", p, o),
+            &hp,
+            &ha,
+            &prologue_body(ir, v, o == 0),
+        ));
+        pro.push(quote!(Some(&|bi: usize, at: usize, from: usize, out: &mut [f32]| #f(#(#outer_args,)* &mx, mst, bi, at, from, out))));
+    }
     params.extend([
         quote!(bi: usize),
         quote!(m: usize),
@@ -154,26 +191,88 @@ fn matmul_fn(
         quote!(acc: &[&[f32]; #nb]),
     ]);
     args.extend([quote!(bi), quote!(m), quote!(n0), quote!(acc)]);
-    let epilogue = dispatched(&epi_name, &epi_body, &epi_avx, &params, &args, &epi);
+    let epilogue = dispatched(
+        &format_ident!("__mia_pass{}_epi", p),
+        &format_ident!("__mia_pass{}_epi_body", p),
+        &format_ident!("__mia_pass{}_epi_avx2", p),
+        &params,
+        &args,
+        &epilogue_body(ir),
+    );
+    let epi_name = format_ident!("__mia_pass{}_epi", p);
     let nbo = r - 2;
     let ops: Vec<TokenStream> = (0..nb)
         .map(|j| {
             let s = 1 + j;
-            quote!(::mia_runtime::rt::MatOperand { data: mb[#j], batch_strides: &mst[#s][..#nbo], rs: mst[#s][#r], cs: mst[#s][#nbo + 1] })
+            let pro = &pro[s];
+            quote!(::mia_runtime::rt::MatOperand { data: mb[#j], batch_strides: &mst[#s][..#nbo], rs: mst[#s][#r], cs: mst[#s][#nbo + 1], pro: #pro })
         })
         .collect();
-    let ms = r + 1;
-    let na1 = nb + 1;
+    let pro_a = &pro[0];
     quote! {
         #epilogue
+        #hooks
         #[allow(clippy::all)]
-        fn #name(#(#outer_params,)* ma: &[f32], mb: [&[f32]; #nb], mk: usize, mst: &[[usize; #ms]; #na1]) {
+        fn #name(#(#outer_params,)* ma: &[f32], mb: [&[f32]; #nb], mx: [&[f32]; #nx], mk: usize, mst: &[[usize; #ms]; #na1]) {
             ::mia_runtime::rt::matmul::<#nb, _>(
                 ::mia_runtime::rt::MatDims { batch: &d[..#nbo], m: d[#nbo], n: d[#nbo + 1], k: mk },
-                ::mia_runtime::rt::MatOperand { data: ma, batch_strides: &mst[0][..#nbo], rs: mst[0][#nbo], cs: mst[0][#r] },
+                ::mia_runtime::rt::MatOperand { data: ma, batch_strides: &mst[0][..#nbo], rs: mst[0][#nbo], cs: mst[0][#r], pro: #pro_a },
                 [#(#ops),*],
                 |bi: usize, m: usize, n0: usize, acc: &[&[f32]; #nb]| #epi_name(#(#outer_args,)* bi, m, n0, acc),
             );
+        }
+    }
+}
+
+/// An operand's prologue over one run of its elements: batch `bi`, index `at` along its first
+/// axis, `out.len()` elements from `from` along the other (A: row `at`, columns along the
+/// depth; B: depth `at`, columns along N), as the runtime packs them.
+fn prologue_body(ir: &PassIr, v: usize, left: bool) -> TokenStream {
+    let Some(mm) = &ir.mm else {
+        return quote!();
+    };
+    let r = ir.dims.len();
+    let nbo = r - 2;
+    let (fixed, run) = if left { (nbo, r) } else { (r, nbo + 1) };
+    let first = 1 + mm.bs.len();
+    let batch: Vec<usize> = (0..nbo).collect();
+    let unr = if batch.is_empty() {
+        quote!()
+    } else {
+        unravel(&batch)
+    };
+    let mut bases = TokenStream::new();
+    for i in 0..mm.extra.len() {
+        let a = first + i;
+        let (x, sx) = (format_ident!("x{}", i), format_ident!("sx{}", i));
+        let terms = batch.iter().map(|&k| {
+            let ik = format_ident!("i{}", k);
+            quote!(#ik * mst[#a][#k])
+        });
+        bases.extend(quote! {
+            let #x: usize = at * mst[#a][#fixed] #(+ #terms)*;
+            let #sx: usize = mst[#a][#run];
+        });
+    }
+    let uniform = emit_insts(ir, &ir.needed(&[v], |l| l == Level::Uniform), &|_| quote!());
+    let load = |src: Src| match src {
+        Src::Operand(i) => {
+            let (x, sx) = (format_ident!("x{}", i), format_ident!("sx{}", i));
+            quote!(mx[#i][#x + e * #sx])
+        }
+        _ => quote!(),
+    };
+    let elem = emit_insts(ir, &ir.needed(&[v], |l| l != Level::Uniform), &load);
+    let val = value(v);
+    quote! {
+        #uniform
+        let r = bi;
+        #unr
+        #bases
+        for (j, o) in out.iter_mut().enumerate() {
+            let e = from + j;
+            #elem
+            *o = #val;
         }
     }
 }
@@ -255,7 +354,7 @@ fn store_segment(ir: &PassIr, ax: usize) -> (TokenStream, TokenStream) {
     let uniform = emit_insts(
         ir,
         &ir.needed(&targets, |l| l == Level::Uniform),
-        &|_, _| quote!(),
+        &|_| quote!(),
     );
     (uniform, segment(ir, ax, &insts, &Tail::Stores))
 }
@@ -294,8 +393,11 @@ fn rows_body(ir: &PassIr) -> TokenStream {
     };
     let bases = bases(ir, &outer);
     let sched = ir.row_schedule();
-    let uniform = emit_insts(ir, &sched.uniform, &|_, _| quote!());
-    let row_load = |k: usize, _: bool| {
+    let uniform = emit_insts(ir, &sched.uniform, &|_| quote!());
+    let row_load = |src: Src| {
+        let Src::Load(k) = src else {
+            return quote!();
+        };
         let l = format_ident!("l{}", k);
         let b = base_ident(k);
         quote!(#l[#b])
@@ -402,12 +504,16 @@ fn segment(ir: &PassIr, ax: usize, insts: &[usize], tail: &Tail) -> TokenStream 
         }
     }
     let load_expr = |lane: bool| {
-        move |k: usize, acc: bool| -> TokenStream {
-            if acc {
-                let r = format_ident!("r_acc{}", k);
-                let c = format_ident!("c_acc{}", k);
-                return if lane { quote!(#c[l]) } else { quote!(#r[j]) };
-            }
+        move |src: Src| -> TokenStream {
+            let k = match src {
+                Src::Load(k) => k,
+                Src::Acc(k) => {
+                    let r = format_ident!("r_acc{}", k);
+                    let c = format_ident!("c_acc{}", k);
+                    return if lane { quote!(#c[l]) } else { quote!(#r[j]) };
+                }
+                Src::Operand(_) => return quote!(),
+            };
             let l = format_ident!("l{}", k);
             let b = base_ident(k);
             let idx = if lane { quote!(j + l) } else { quote!(j) };
@@ -558,12 +664,18 @@ fn combine(op: RedOp, dt: DType, a: TokenStream, v: TokenStream) -> TokenStream 
     }
 }
 
-/// `let v{i}: T = ...;` for each instruction, reading loads through `load`.
-fn emit_insts(
-    ir: &PassIr,
-    insts: &[usize],
-    load: &dyn Fn(usize, bool) -> TokenStream,
-) -> TokenStream {
+/// What an instruction reads from memory.
+#[derive(Clone, Copy)]
+enum Src {
+    Load(usize),
+    /// The j-th product's accumulator.
+    Acc(usize),
+    /// A prologue's load (see [`prologue_fn`]).
+    Operand(usize),
+}
+
+/// `let v{i}: T = ...;` for each instruction, reading memory through `load`.
+fn emit_insts(ir: &PassIr, insts: &[usize], load: &dyn Fn(Src) -> TokenStream) -> TokenStream {
     let mut out = TokenStream::new();
     for &i in insts {
         let inst = &ir.insts[i];
@@ -575,8 +687,9 @@ fn emit_insts(
         };
         let dt = inst.dtype;
         let e = match &inst.op {
-            InstOp::Load(k) => load(*k, false),
-            InstOp::Acc(j) => load(*j, true),
+            InstOp::Load(k) => load(Src::Load(*k)),
+            InstOp::Acc(j) => load(Src::Acc(*j)),
+            InstOp::Operand(i) => load(Src::Operand(*i)),
             InstOp::Scalar(s) => {
                 let s = format_ident!("s{}", s);
                 quote!(#s)

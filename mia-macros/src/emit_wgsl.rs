@@ -132,10 +132,7 @@ pub struct Layout {
 impl Layout {
     pub fn of(ir: &PassIr) -> Layout {
         let mut reads = Vec::new();
-        let mm_bufs = ir
-            .mm
-            .iter()
-            .flat_map(|m| std::iter::once(&m.a).chain(&m.bs));
+        let mm_bufs = ir.mm.iter().flat_map(|m| m.operands());
         for l in ir.loads.iter().chain(mm_bufs) {
             if !reads.contains(&l.buf) {
                 reads.push(l.buf);
@@ -147,7 +144,7 @@ impl Layout {
             writes,
             rank: ir.dims.len(),
             accesses: ir.loads.len() + ir.stores.len(),
-            operands: ir.mm.as_ref().map_or(0, |m| 1 + m.bs.len()),
+            operands: ir.mm.as_ref().map_or(0, |m| m.operands().count()),
         }
     }
     /// The contraction length of a matmul pass.
@@ -593,16 +590,35 @@ impl Emitter<'_> {
             s,
             "    let slice = {slice};\n    let l2 = {l2};\n    let tx = l2 % TXN;\n    let ty = l2 / TXN;"
         );
+        // Prologues (see `MatMulIr`): their loads' batch bases, then per operand the code that
+        // sets `v` at (gm, gk) for A and (gk, gn) for B; out-of-range elements stay 0.
+        let first = 1 + nb;
+        for i in 0..mm.extra.len() {
+            let _ = writeln!(s, "    let xb{i} = {};", base(first + i));
+        }
+        let pro: Vec<Option<String>> = mm
+            .pro
+            .iter()
+            .map(|v| {
+                v.map(|v| {
+                    let mut c = String::new();
+                    self.insts(&ir.needed(&[v], |_| true), None, &mut c);
+                    c + &format!("    v = v{v};")
+                })
+            })
+            .collect();
         let ab = mm.a.buf;
         let load = |kb: &str| {
             let mut l = format!(
-                "    for (var r = 0u; r < {la}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        let gm = tm0 + select(e / BK, e % BM, at);\n        let gk = {kb} + select(e % BK, e / BM, at);\n        var v = 0.0;\n        if ({ga}gm < M && gk < K) {{ v = B{ab}[ab + gm * a_rs + gk * a_cs]; }}\n        pa[r] = v;\n    }}\n"
+                "    for (var r = 0u; r < {la}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        let gm = tm0 + select(e / BK, e % BM, at);\n        let gk = {kb} + select(e % BK, e / BM, at);\n        var v = 0.0;\n        if ({ga}gm < M && gk < K) {{ {} }}\n        pa[r] = v;\n    }}\n",
+                pro[0].as_deref().unwrap_or(&format!("v = B{ab}[ab + gm * a_rs + gk * a_cs];"))
             );
             for (j, b) in mm.bs.iter().enumerate() {
                 let buf = b.buf;
                 let _ = writeln!(
                     l,
-                    "    for (var r = 0u; r < {lb}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        let gk = {kb} + select(e / BN, e % BK, bt{j});\n        let gn = tn0 + select(e % BN, e / BK, bt{j});\n        var v = 0.0;\n        if ({gb}gk < K && gn < N) {{ v = B{buf}[bb{j} + gk * b{j}_rs + gn * b{j}_cs]; }}\n        pb{j}[r] = v;\n    }}"
+                    "    for (var r = 0u; r < {lb}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        let gk = {kb} + select(e / BN, e % BK, bt{j});\n        let gn = tn0 + select(e % BN, e / BK, bt{j});\n        var v = 0.0;\n        if ({gb}gk < K && gn < N) {{ {} }}\n        pb{j}[r] = v;\n    }}",
+                    pro[1 + j].as_deref().unwrap_or(&format!("v = B{buf}[bb{j} + gk * b{j}_rs + gn * b{j}_cs];"))
                 );
             }
             l
@@ -768,6 +784,20 @@ impl Emitter<'_> {
                     format!("acc{j}[i * (TN / 4u) + jj / 4u][jj % 4u]")
                 }
                 InstOp::Acc(j) => format!("acc{j}[i * TN + jj]"),
+                InstOp::Operand(x) => {
+                    let Some(mm) = &self.ir.mm else {
+                        return;
+                    };
+                    let o = 1 + mm.bs.len() + x;
+                    let r = self.ir.dims.len();
+                    let mut off = format!("xb{x}");
+                    for (k, var) in [(r - 2, "gm"), (r - 1, "gn"), (r, "gk")] {
+                        if mm.extra[*x].strides[k] != Stride::Zero {
+                            let _ = write!(off, " + {var} * P[{}]", self.lay.mm_stride(o, k));
+                        }
+                    }
+                    format!("B{}[{off}]", mm.extra[*x].buf)
+                }
                 InstOp::Unary(op, x) => self.unary(*op, dt, &a(*x)),
                 InstOp::Binary(BinOp::Pow, x, y) => {
                     self.helpers.insert("mia_pow");

@@ -462,7 +462,7 @@ impl Expander<'_> {
         let mm = match &ir.mm {
             Some(m) => {
                 let k = self.prod(&m.k);
-                let st = strides(&mut std::iter::once(&m.a).chain(&m.bs));
+                let st = strides(&mut m.operands());
                 quote! {
                     let __mk: usize = #k;
                     let __mst = [#(#st),*];
@@ -607,11 +607,11 @@ impl Expander<'_> {
             let call = match &ir.mm {
                 Some(m) => {
                     let a = format_ident!("__cb{}", m.a.buf);
-                    let bs: Vec<syn::Ident> =
-                        m.bs.iter()
-                            .map(|b| format_ident!("__cb{}", b.buf))
-                            .collect();
-                    quote!(#f(#(#args,)* &__d, &__st, &#a[..], [#(&#bs[..]),*], __mk, &__mst);)
+                    let cb = |x: &[lower::Access]| -> Vec<syn::Ident> {
+                        x.iter().map(|b| format_ident!("__cb{}", b.buf)).collect()
+                    };
+                    let (bs, xs) = (cb(&m.bs), cb(&m.extra));
+                    quote!(#f(#(#args,)* &__d, &__st, &#a[..], [#(&#bs[..]),*], [#(&#xs[..]),*], __mk, &__mst);)
                 }
                 None => quote! {
                     rt::parallel_for(__count, #cost, |__range| #f(#(#args,)* &__d, &__st, __range));
@@ -920,7 +920,7 @@ impl Expander<'_> {
                 (quote!(buf: #r), quote!(rt::GpuOperand))
             } else {
                 let v = format_ident!("__cb{}", acc.buf);
-                (quote!(data: &#v[..]), quote!(rt::MatOperand))
+                (quote!(pro: None, data: &#v[..]), quote!(rt::MatOperand))
             };
             quote!(#ty { #data, batch_strides: &__st[#a][..#nb], rs: __st[#a][#nb], cs: __st[#a][#nb + 1] })
         };

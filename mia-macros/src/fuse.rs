@@ -12,11 +12,12 @@
 //! norm are one dispatch each. A pass may also be a matrix product over its output's shape:
 //! the elementwise work after it (bias, activation, residual, scaling) is its epilogue, and
 //! several products of the same left operand (`silu(x·W1) * (x·W3)`) share one pass. Matmul
-//! operands are read from memory (views included), so computed operands are materialized.
+//! operands are read from memory (views included) or computed elementwise from it as their
+//! tiles load (a [`prologue`]); other computed operands are materialized.
 //! Attention (see [`crate::attend`]) is one pass of its own: the scores, softmax and both
 //! products never touch memory.
 
-use crate::ast::Dim;
+use crate::ast::{DType, Dim};
 use crate::attend::{self, Attention};
 use crate::dims::same_shape;
 use crate::graph::{Graph, NodeId, Op};
@@ -120,6 +121,56 @@ fn needs_temp(g: &Graph, n: NodeId, contiguous: bool) -> Option<NodeId> {
     }
 }
 
+/// The tensor leaves of an elementwise expression computed inside a matrix product's tile
+/// loads (its *prologue*: `matmul(relu(x) * s, w)`), or `None` when the operand is not one.
+/// An operand is a prologue when it is computed by elementwise ops alone from f32 views of
+/// memory (and scalars and constants), one of them as large as the operand (its main load).
+/// An operand whose leaves would need a pass of their own is materialized whole instead: it is
+/// then the epilogue of that pass, where it costs one evaluation per element rather than one
+/// per tile load.
+pub fn prologue(g: &Graph, n: NodeId) -> Option<Vec<NodeId>> {
+    if !matches!(
+        g.node(n).op,
+        Op::Unary(..) | Op::Binary(..) | Op::Select(..) | Op::Cast(_)
+    ) {
+        return None;
+    }
+    let mut leaves = Vec::new();
+    let mut stack = vec![n];
+    let mut seen = BTreeSet::new();
+    while let Some(x) = stack.pop() {
+        if !seen.insert(x) {
+            continue;
+        }
+        let node = g.node(x);
+        match node.op {
+            Op::Unary(..) | Op::Binary(..) | Op::Select(..) | Op::Cast(_) => {
+                stack.extend(node.operands())
+            }
+            Op::Scalar(_) | Op::Const(_) => {}
+            Op::Input(_) | Op::Transpose(..) | Op::Reshape(_)
+                if node.dtype == DType::F32 && needs_temp(g, x, false).is_none() =>
+            {
+                leaves.push(x)
+            }
+            _ => return None,
+        }
+    }
+    let full = &g.node(n).shape;
+    leaves
+        .iter()
+        .any(|&l| same_shape(&g.node(l).shape, full))
+        .then_some(leaves)
+}
+
+/// A matmul operand is read from memory: a view, a prologue, or else a temp.
+fn operand_temp(g: &Graph, n: NodeId) -> Option<NodeId> {
+    match prologue(g, n) {
+        Some(_) => None,
+        None => needs_temp(g, n, false),
+    }
+}
+
 /// Values that layout ops, matmuls and attentions need in memory (see [`needs_temp`]); an
 /// attention's product is stored by its own pass, so it is a temp when anything reads it.
 fn layout_temps(g: &Graph, live: &[NodeId], attn: &[Attention]) -> BTreeSet<NodeId> {
@@ -130,7 +181,7 @@ fn layout_temps(g: &Graph, live: &[NodeId], attn: &[Attention]) -> BTreeSet<Node
         .flat_map(|&n| match g.node(n).op {
             Op::Transpose(_, _, x) => vec![needs_temp(g, x, false)],
             Op::Reshape(x) => vec![needs_temp(g, x, true)],
-            Op::MatMul(a, b) => vec![needs_temp(g, a, false), needs_temp(g, b, false)],
+            Op::MatMul(a, b) => vec![operand_temp(g, a), operand_temp(g, b)],
             _ => vec![],
         })
         .flatten()

@@ -4,7 +4,7 @@
 //! the reduction phases of a row pass.
 
 use crate::ast::{DType, Dim};
-use crate::dims::is_broadcast;
+use crate::dims::{is_broadcast, same_shape};
 use crate::fuse::{Domain, Fused};
 use crate::graph::{BinOp, Const, Graph, NodeId, Op, RedOp, UnOp};
 use std::collections::HashMap;
@@ -27,7 +27,7 @@ impl Stride {
 }
 
 /// A read or write of a buffer, indexed from the domain's multi-index.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Access {
     pub buf: usize,
     pub strides: Vec<Stride>,
@@ -60,6 +60,8 @@ pub enum InstOp {
     AxisLen,
     /// The value of the pass's j-th matrix product at this element (see [`MatMulIr`]).
     Acc(usize),
+    /// A prologue's load: `MatMulIr::extra[i]` at the operand element being loaded.
+    Operand(usize),
 }
 
 #[derive(Clone, Debug)]
@@ -80,11 +82,26 @@ pub struct Phase {
 /// The products of a matmul pass. Its domain is the output `[batch.., M, N]`; operand
 /// accesses have one more axis, the contraction `K`: A moves along (batch.., M, K) and each B
 /// along (batch.., K, N), so transposed and broadcast operands are strides, never copies.
+///
+/// An operand may have a prologue (see [`crate::fuse::prologue`]): the instruction computing
+/// its element from `extra` loads (`InstOp::Operand`), evaluated as tiles load. Its `a` or `bs`
+/// entry is then its main load, which only says how it is laid out.
 #[derive(Clone, Debug)]
 pub struct MatMulIr {
     pub k: Prod,
     pub a: Access,
     pub bs: Vec<Access>,
+    /// Loads read by prologues, strided like `a` and `bs`.
+    pub extra: Vec<Access>,
+    /// The prologue of A, then of each B, if any.
+    pub pro: Vec<Option<usize>>,
+}
+
+impl MatMulIr {
+    /// Every operand load in parameter order: A, each B, then the prologues' loads.
+    pub fn operands(&self) -> impl Iterator<Item = &Access> {
+        std::iter::once(&self.a).chain(&self.bs).chain(&self.extra)
+    }
 }
 
 /// A flash-attention pass (see [`crate::attend`]). Its `dims` are the output
@@ -222,6 +239,8 @@ struct Lowerer<'a> {
     ir: PassIr,
     memo: HashMap<NodeId, usize>,
     stored: Vec<NodeId>,
+    /// While lowering a prologue: whether it is A's (else a B's); loads become `Operand`s.
+    prologue: Option<bool>,
 }
 
 pub fn lower(g: &Graph, f: &Fused) -> Vec<PassIr> {
@@ -255,6 +274,7 @@ pub fn lower(g: &Graph, f: &Fused) -> Vec<PassIr> {
                 },
                 memo: HashMap::new(),
                 stored,
+                prologue: None,
             };
             match &p.domain {
                 Domain::Attention(a) => return l.attention(a, p.stores[0]),
@@ -376,6 +396,18 @@ impl Lowerer<'_> {
     }
 
     fn load(&mut self, n: NodeId) -> Option<usize> {
+        if let Some(left) = self.prologue {
+            let acc = self.operand(n, left)?;
+            let mm = self.ir.mm.as_mut()?;
+            let i = match mm.extra.iter().position(|x| *x == acc) {
+                Some(i) => i,
+                None => {
+                    mm.extra.push(acc);
+                    mm.extra.len() - 1
+                }
+            };
+            return Some(self.push(InstOp::Operand(i), DType::F32, Level::Elem(0)));
+        }
         let (buf, strides) = self.view(n)?;
         let node = self.g.node(n);
         let acc = self.access(buf, &node.shape, strides);
@@ -511,49 +543,90 @@ impl Lowerer<'_> {
 
     /// Registers the product `a x b` with the pass; returns its accumulator index.
     fn matmul(&mut self, a: NodeId, b: NodeId) -> usize {
-        let (ab, ast) = self.view(a).unwrap_or((0, vec![]));
-        let (bb, bst) = self.view(b).unwrap_or((0, vec![]));
-        let r = self.domain.len();
-        let operand = |buf: usize, shape: &[Dim], st: &[Prod], left: bool| {
-            let nb = shape.len().saturating_sub(2);
-            let nbo = r - 2;
-            let mut strides: Vec<Stride> = (0..nbo)
-                .map(|t| match (t + nb).checked_sub(nbo) {
-                    Some(i) if !shape[i].is_one() && !self.domain[t].is_one() => {
-                        Stride::Prod(st[i].clone())
-                    }
-                    _ => Stride::Zero,
-                })
-                .collect();
-            let at = |i: usize| st.get(i).cloned().map_or(Stride::Zero, Stride::Prod);
-            let (outer, inner) = (at(nb), at(nb + 1));
-            if left {
-                strides.extend([outer, Stride::Zero, inner]);
-            } else {
-                strides.extend([Stride::Zero, inner, outer]);
-            }
-            Access { buf, strides }
-        };
-        let sa = self.g.node(a).shape.clone();
-        let sb = self.g.node(b).shape.clone();
-        let bacc = operand(bb, &sb, &bst, false);
-        let aacc = operand(ab, &sa, &ast, true);
-        let mm = self.ir.mm.get_or_insert_with(|| MatMulIr {
-            k: vec![sa[sa.len() - 1].clone()],
-            a: aacc,
-            bs: vec![],
-        });
-        match mm
-            .bs
-            .iter()
-            .position(|x| x.buf == bacc.buf && x.strides == bacc.strides)
-        {
-            Some(j) => j,
-            None => {
-                mm.bs.push(bacc);
-                mm.bs.len() - 1
+        if self.ir.mm.is_none() {
+            let sa = &self.g.node(a).shape;
+            self.ir.mm = Some(MatMulIr {
+                k: vec![sa[sa.len() - 1].clone()],
+                a: self.main_operand(a, true),
+                bs: vec![],
+                extra: vec![],
+                pro: vec![None],
+            });
+            let pro = self.prologue_of(a, true);
+            if let Some(mm) = self.ir.mm.as_mut() {
+                mm.pro[0] = pro;
             }
         }
+        let bacc = self.main_operand(b, false);
+        let computed = self.view(b).is_none();
+        let Some(mm) = self.ir.mm.as_mut() else {
+            return 0;
+        };
+        if !computed {
+            let same = |j: &usize| mm.pro[1 + j].is_none() && mm.bs[*j] == bacc;
+            if let Some(j) = (0..mm.bs.len()).find(same) {
+                return j;
+            }
+        }
+        mm.bs.push(bacc);
+        mm.pro.push(None);
+        let j = mm.bs.len() - 1;
+        let pro = if computed {
+            self.prologue_of(b, false)
+        } else {
+            None
+        };
+        if let Some(mm) = self.ir.mm.as_mut() {
+            mm.pro[1 + j] = pro;
+        }
+        j
+    }
+
+    /// A product's operand `n` seen from the output `[batch.., M, N]` plus the contraction
+    /// axis: A moves along (M, K) and B along (K, N); batch axes align from the end, and
+    /// broadcast axes (of the operand, or of a prologue's leaf) have stride 0.
+    fn operand(&self, n: NodeId, left: bool) -> Option<Access> {
+        self.view(n)?;
+        let mut acc = self.batched(n, 2, 1);
+        let inner = acc.strides.pop().unwrap_or(Stride::Zero);
+        let outer = acc.strides.pop().unwrap_or(Stride::Zero);
+        if left {
+            acc.strides.extend([outer, Stride::Zero, inner]);
+        } else {
+            acc.strides.extend([Stride::Zero, inner, outer]);
+        }
+        Some(acc)
+    }
+
+    /// How operand `n` is laid out: its view, or its prologue's main load.
+    fn main_operand(&self, n: NodeId, left: bool) -> Access {
+        let full = &self.g.node(n).shape;
+        let main = match self.view(n) {
+            Some(_) => Some(n),
+            None => crate::fuse::prologue(self.g, n).and_then(|ls| {
+                ls.into_iter()
+                    .find(|&l| same_shape(&self.g.node(l).shape, full))
+            }),
+        };
+        // Always found: fuse materializes every other operand.
+        main.and_then(|m| self.operand(m, left)).unwrap_or(Access {
+            buf: 0,
+            strides: vec![Stride::Zero; self.domain.len() + 1],
+        })
+    }
+
+    /// The prologue of a computed operand (see [`MatMulIr`]): its instructions are lowered
+    /// apart from the epilogue's, with loads at the operand's element.
+    fn prologue_of(&mut self, n: NodeId, left: bool) -> Option<usize> {
+        if self.view(n).is_some() {
+            return None;
+        }
+        let memo = std::mem::take(&mut self.memo);
+        self.prologue = Some(left);
+        let v = self.node(n, false);
+        self.prologue = None;
+        self.memo = memo;
+        Some(v)
     }
 
     /// An operand of a batched product seen from the output `[batch.., _, _]`: one stride per

@@ -11,14 +11,22 @@
 use std::cell::RefCell;
 
 /// A strided operand: element `(batch.., row, col)` is at
-/// `Σ batch_i · batch_strides[i] + row · rs + col · cs`.
+/// `Σ batch_i · batch_strides[i] + row · rs + col · cs`, unless it has a prologue.
 #[derive(Clone, Copy)]
 pub struct Operand<'a> {
     pub data: &'a [f32],
     pub batch_strides: &'a [usize],
     pub rs: usize,
     pub cs: usize,
+    /// The operand computed elementwise as it is packed (`matmul(relu(x), w)`): the kernel's
+    /// own code fills `out` with the elements of batch `bi` at index `at` along the operand's
+    /// first axis, from `from` along its second (A: row `at` along the depth; B: depth `at`
+    /// along the columns). `data` and the strides are then unused.
+    pub pro: Option<Prologue<'a>>,
 }
+
+/// See [`Operand::pro`]: `(bi, at, from, out)`.
+pub type Prologue<'a> = &'a (dyn Fn(usize, usize, usize, &mut [f32]) + Sync);
 
 /// `[batch.., M, N] = [batch.., M, K] x [batch.., K, N]`.
 #[derive(Clone, Copy)]
@@ -54,7 +62,8 @@ where
     if batches == 0 || d.m == 0 || d.n == 0 {
         return;
     }
-    if d.m == 1 {
+    // GEMV streams B as it is stored, so a B with a prologue takes the packing path.
+    if d.m == 1 && b.iter().all(|x| x.pro.is_none()) {
         return gemv(d, batches, a, b, &epi);
     }
     #[cfg(target_arch = "x86_64")]
@@ -317,7 +326,7 @@ fn pack_a(
     dst: &mut [f32],
     mr: usize,
     a: &Operand,
-    off: usize,
+    (bi, off): (usize, usize),
     (i0, mc): (usize, usize),
     (p0, kc): (usize, usize),
 ) {
@@ -330,6 +339,17 @@ fn pack_a(
         let rows = (mc - pi * mr).min(mr);
         if rows < mr {
             panel.fill(0.0);
+        }
+        if let Some(pro) = a.pro {
+            let mut run = [0.0f32; KC];
+            let run = &mut run[..kc];
+            for r in 0..rows {
+                pro(bi, i0 + pi * mr + r, p0, run);
+                for (p, &v) in run.iter().enumerate() {
+                    panel[p * mr + r] = v;
+                }
+            }
+            continue;
         }
         for r in 0..rows {
             let base = off + (i0 + pi * mr + r) * rs + p0 * cs;
@@ -351,7 +371,7 @@ fn pack_b(
     dst: &mut [f32],
     nr: usize,
     b: &Operand,
-    off: usize,
+    (bi, off): (usize, usize),
     (p0, kc): (usize, usize),
     (j0, nc): (usize, usize),
 ) {
@@ -366,7 +386,11 @@ fn pack_b(
             panel.fill(0.0);
         }
         let col0 = j0 + pj * nr;
-        if cs == 1 {
+        if let Some(pro) = b.pro {
+            for p in 0..kc {
+                pro(bi, p0 + p, col0, &mut panel[p * nr..p * nr + cols]);
+            }
+        } else if cs == 1 {
             for p in 0..kc {
                 let base = off + (p0 + p) * rs + col0;
                 panel[p * nr..p * nr + cols].copy_from_slice(&src[base..base + cols]);
@@ -584,10 +608,10 @@ fn product<K: Micro, const NB: usize>(
         let aoff = batch_offset(bi, d.batch, a.batch_strides);
         for p0 in (k0..k1).step_by(KC) {
             let kc = (k1 - p0).min(KC);
-            pack_a(pa, K::MR, a, aoff, (i0, mc), (p0, kc));
+            pack_a(pa, K::MR, a, (bi, aoff), (i0, mc), (p0, kc));
             for (j, bj) in b.iter().enumerate() {
                 let boff = batch_offset(bi, d.batch, bj.batch_strides);
-                pack_b(pb, K::NR, bj, boff, (p0, kc), (j0, ncols));
+                pack_b(pb, K::NR, bj, (bi, boff), (p0, kc), (j0, ncols));
                 let tile = &mut out[j * block..(j + 1) * block];
                 for (pj, bpanel) in pb.chunks_exact(K::NR * kc).take(ncp / K::NR).enumerate() {
                     for (pi, apanel) in pa.chunks_exact(K::MR * kc).take(mcp / K::MR).enumerate() {
@@ -614,7 +638,25 @@ where
         let (bi, j0) = (t / nt, (t % nt) * COLS);
         let ncols = (d.n - j0).min(COLS);
         let mut acc = [[0.0f32; COLS]; NB];
-        let aoff = batch_offset(bi, d.batch, a.batch_strides);
+        let mut aoff = batch_offset(bi, d.batch, a.batch_strides);
+        // A's row with its prologue applied, once per task.
+        let row;
+        let a = match a.pro {
+            Some(pro) => {
+                let mut r = vec![0.0f32; d.k];
+                pro(bi, 0, 0, &mut r);
+                row = r;
+                aoff = 0;
+                Operand {
+                    data: &row,
+                    batch_strides: &[],
+                    rs: 0,
+                    cs: 1,
+                    pro: None,
+                }
+            }
+            None => a,
+        };
         for (j, bj) in b.iter().enumerate() {
             let boff = batch_offset(bi, d.batch, bj.batch_strides) + j0 * bj.cs;
             let out = &mut acc[j][..ncols];
@@ -705,12 +747,14 @@ mod tests {
             batch_strides: &[m * k],
             rs,
             cs,
+            pro: None,
         };
         let b_op = |data| Operand {
             data,
             batch_strides: &[0],
             rs: n,
             cs: 1,
+            pro: None,
         };
         let out = Mutex::new(vec![f32::NAN; 2 * batch * m * n]);
         let d = Dims {

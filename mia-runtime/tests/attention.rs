@@ -32,6 +32,7 @@ impl View {
     }
     fn op(&self) -> MatOperand<'_> {
         MatOperand {
+            pro: None,
             data: &self.data,
             batch_strides: &self.batch_strides,
             rs: self.rs,
@@ -553,6 +554,7 @@ fn materialising(c: &Case, x: &Inputs, out: &mut [f32]) {
     let mut scores = vec![0.0f32; bt * t * s];
     let sp = rt::OutPtr(scores.as_mut_ptr());
     let kt = MatOperand {
+        pro: None,
         data: &x.k.data,
         batch_strides: &x.k.batch_strides,
         rs: x.k.cs,
@@ -585,6 +587,7 @@ fn materialising(c: &Case, x: &Inputs, out: &mut [f32]) {
     });
     let strides = vec![t * s; c.batch.len().min(1)];
     let p = MatOperand {
+        pro: None,
         data: &scores,
         batch_strides: &strides,
         rs: s,
@@ -594,6 +597,7 @@ fn materialising(c: &Case, x: &Inputs, out: &mut [f32]) {
     let flat = [bt];
     let vflat = [x.v.batch_strides.last().copied().unwrap_or(0)];
     let v = MatOperand {
+        pro: None,
         data: &x.v.data,
         batch_strides: &vflat[..c.batch.len().min(1)],
         rs: x.v.rs,
