@@ -473,7 +473,9 @@ fn pack_v(vb: &mut [f32], v: &Operand, off: usize, k0: usize, bc: usize, ev: usi
 ///
 /// Design: one thread per query row, `BQ = 128` rows per workgroup, so the online softmax
 /// (running max `m`, sum `l`, accumulator `o`) is all in one thread's registers and needs no
-/// cross-thread reduction. Per tile of `BK` keys the workgroup stages `K` (`BK × 4·NC`) and
+/// cross-thread reduction. With `G` key groups (calls with few rows) a workgroup holds
+/// `128 / G` rows and each row's keys of a tile are split over `G` threads, whose states are
+/// merged at the end. Per tile of `BK` keys the workgroup stages `K` (`BK × 4·NC`) and
 /// `V` (`BK × 4·NV`) in workgroup memory as vec4s; every thread then reads the same vec4
 /// (a broadcast, free of bank conflicts) for 4 FMAs into its scores `s[BK]` (`Q·Kᵀ`) or its
 /// output row (`P·V`). Register and workgroup arrays are indexed only by constant-bound loops,
@@ -486,7 +488,7 @@ fn pack_v(vb: &mut [f32], v: &Operand, off: usize, k0: usize, bc: usize, ev: usi
 /// q rs, q cs, k rs, k cs, v rs, v cs, mask rs, mask cs, out rs, out cs,
 /// then per batch dim: size, q, k, v, mask, out strides]`.
 macro_rules! attention_wgsl {
-    ($nc:literal, $nv:literal, $bk:literal, $mask_decl:literal, $out_binding:literal, $mask_add:literal) => {
+    ($g:literal, $nc:literal, $nv:literal, $bk:literal, $mask_decl:literal, $out_binding:literal, $mask_add:literal) => {
         concat!(
             "@group(0) @binding(0) var<storage, read> P: array<u32>;
 @group(0) @binding(1) var<storage, read> Q: array<f32>;
@@ -494,8 +496,11 @@ macro_rules! attention_wgsl {
 @group(0) @binding(3) var<storage, read> V: array<f32>;
 ", $mask_decl, "
 @group(0) @binding(", $out_binding, ") var<storage, read_write> O: array<f32>;
-const BQ: u32 = 128u;
+const WG: u32 = 128u;
+const G: u32 = ", $g, "u;
+const BQ: u32 = WG / G;
 const BK: u32 = ", $bk, "u;
+const BKG: u32 = BK / G;
 const NC: u32 = ", $nc, "u;
 const NV: u32 = ", $nv, "u;
 var<workgroup> Ks: array<vec4<f32>, ", $bk, " * ", $nc, ">;
@@ -545,7 +550,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let mrs = P[16];
     let mcs = P[17];
     let row0 = rb * BQ;
-    let t = row0 + lid;
+    // Thread `lid` is row `r` of the block, and takes the `g`-th `BKG` keys of every tile.
+    let r = lid % BQ;
+    let g = lid / BQ;
+    let t = row0 + r;
     let live = t < T;
     // Keys the block's last row may see (causal: s <= t + S - T), and this row's limit
     // `s + T < klim`.
@@ -561,7 +569,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let neg_inf = bitcast<f32>(0xff800000u);
     var q: array<vec4<f32>, NC>;
     var o: array<vec4<f32>, NV>;
-    var s: array<f32, BK>;
+    var s: array<f32, BKG>;
     var m = neg_inf;
     var l = 0.0;
     let qb = qo + t * qrs;
@@ -576,7 +584,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         }
     }
     for (var k0 = 0u; k0 < kend; k0 += BK) {
-        for (var j = 0u; j < BK; j++) { s[j] = 0.0; }
+        for (var j = 0u; j < BKG; j++) { s[j] = 0.0; }
         for (var ec = 0u; ec < ne; ec++) {
             let e0 = ec * NC * 4u;
             if (ne > 1u && live) {
@@ -590,7 +598,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 }
             }
             workgroupBarrier();
-            for (var i = lid; i < BK * NC; i += BQ) {
+            for (var i = lid; i < BK * NC; i += WG) {
                 let key = k0 + i / NC;
                 let eb = e0 + (i % NC) * 4u;
                 var x = vec4<f32>(0.0);
@@ -603,7 +611,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 Ks[i] = x;
             }
             if (ec == 0u) {
-                for (var i = lid; i < BK * NV; i += BQ) {
+                for (var i = lid; i < BK * NV; i += WG) {
                     let key = k0 + i / NV;
                     let cb = c0 + (i % NV) * 4u;
                     var x = vec4<f32>(0.0);
@@ -619,14 +627,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             workgroupBarrier();
             for (var c = 0u; c < NC; c++) {
                 let qc = q[c];
-                for (var j = 0u; j < BK; j++) {
-                    s[j] += dot(qc, Ks[j * NC + c]);
+                for (var j = 0u; j < BKG; j++) {
+                    s[j] += dot(qc, Ks[(g * BKG + j) * NC + c]);
                 }
             }
         }
         var mt = m;
-        for (var j = 0u; j < BK; j++) {
-            let key = k0 + j;
+        for (var j = 0u; j < BKG; j++) {
+            let key = k0 + g * BKG + j;
             var x = s[j] * scale;
             ", $mask_add, "
             let ok = key < S && (!causal || key + T < klim);
@@ -638,7 +646,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         let ms = select(mt, 0.0, mt == neg_inf);
         let alpha = exp(m - ms);
         var sum = 0.0;
-        for (var j = 0u; j < BK; j++) {
+        for (var j = 0u; j < BKG; j++) {
             let p = exp(s[j] - ms);
             s[j] = p;
             sum += p;
@@ -646,14 +654,34 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         l = l * alpha + sum;
         m = mt;
         for (var c = 0u; c < NV; c++) { o[c] *= alpha; }
-        for (var j = 0u; j < BK; j++) {
+        for (var j = 0u; j < BKG; j++) {
             let p = vec4<f32>(s[j]);
             for (var c = 0u; c < NV; c++) {
-                o[c] = fma(p, Vs[j * NV + c], o[c]);
+                o[c] = fma(p, Vs[(g * BKG + j) * NV + c], o[c]);
             }
         }
     }
-    if (live) {
+    // Key groups 1.. hand their (m, l, o) to group 0 one at a time through the (now free)
+    // tiles, and group 0 merges them as one more online-softmax step.
+    for (var h = 1u; h < G; h++) {
+        workgroupBarrier();
+        if (g == h) {
+            for (var c = 0u; c < NV; c++) { Ks[r * NV + c] = o[c]; }
+            Vs[r] = vec4<f32>(m, l, 0.0, 0.0);
+        }
+        workgroupBarrier();
+        if (g == 0u) {
+            let mh = Vs[r].x;
+            let mn = max(m, mh);
+            let ms = select(mn, 0.0, mn == neg_inf);
+            let a0 = exp(m - ms);
+            let ah = exp(mh - ms);
+            l = l * a0 + Vs[r].y * ah;
+            for (var c = 0u; c < NV; c++) { o[c] = o[c] * a0 + Ks[r * NV + c] * ah; }
+            m = mn;
+        }
+    }
+    if (live && g == 0u) {
         // A row that saw no finite score (l = 0) is zeros.
         let inv = select(0.0, 1.0 / l, l > 0.0);
         let ob = oo + t * P[18];
@@ -672,31 +700,41 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 }
 
 // Mask-free variants bind the output at 4; `*_MASK` read the additive mask from binding 4
-// and write the output at 5.
-/// E, Ev ≤ 32 (MiniLM's heads): 8 vec4s of q and of o per thread, 64 keys per tile
-/// (workgroup memory 2 × 64 × 8 × 16 B = 16 KiB).
-const WGSL_SMALL: &str = attention_wgsl!(8, 8, 64, "", 4, "");
-const WGSL_SMALL_MASK: &str = attention_wgsl!(
-    8,
-    8,
-    64,
-    "@group(0) @binding(4) var<storage, read> M: array<f32>;",
-    5,
-    "if (live && key < S) { x += M[mo + t * mrs + key * mcs]; }"
-);
-/// Anything else: 16 vec4s (E, Ev chunks of 64), 32 keys per tile
-/// (2 × 32 × 16 × 16 B = 16 KiB).
-const WGSL_LARGE: &str = attention_wgsl!(16, 16, 32, "", 4, "");
-const WGSL_LARGE_MASK: &str = attention_wgsl!(
-    16,
-    16,
-    32,
-    "@group(0) @binding(4) var<storage, read> M: array<f32>;",
-    5,
-    "if (live && key < S) { x += M[mo + t * mrs + key * mcs]; }"
-);
+// and write the output at 5. `(small, mask, split)` indexes [`WGSL`].
+macro_rules! variants {
+    ($g:literal, $nc:literal, $nv:literal, $bk:literal) => {
+        [
+            attention_wgsl!($g, $nc, $nv, $bk, "", 4, ""),
+            attention_wgsl!(
+                $g,
+                $nc,
+                $nv,
+                $bk,
+                "@group(0) @binding(4) var<storage, read> M: array<f32>;",
+                5,
+                "if (live && key < S) { x += M[mo + t * mrs + key * mcs]; }"
+            ),
+        ]
+    };
+}
 
-/// Query rows per workgroup (the shaders' `BQ`).
+/// The shaders by `[small][split][mask]`. Small: E, Ev ≤ 32 (MiniLM's heads), 8 vec4s of q
+/// and of o per thread, 64 keys per tile (workgroup memory 2 × 64 × 8 × 16 B = 16 KiB); else
+/// 16 vec4s (E, Ev chunks of 64), 32 keys per tile (2 × 32 × 16 × 16 B = 16 KiB). Split: four
+/// key groups of 32 rows each, for calls with too few rows to fill the device (one thread per
+/// row would leave most of it idle, and each row's keys would run in one long chain).
+const WGSL: [[[&str; 2]; 2]; 2] = [
+    [variants!(1, 16, 16, 32), variants!(4, 16, 16, 32)],
+    [variants!(1, 8, 8, 64), variants!(4, 8, 8, 64)],
+];
+
+/// Key groups of the split shaders.
+const SPLIT: usize = 4;
+/// Below this many query rows (over all heads and batches) a call takes the split shaders:
+/// 256 workgroups of 128 rows, about two per SM of a large GPU.
+const SPLIT_ROWS: usize = 32768;
+
+/// Threads per workgroup (the shaders' `WG`): one query row each, or one per key group.
 const GPU_ROWS: usize = 128;
 
 /// Runs attention on the GPU (see the module docs for the semantics): one pass, queued on
@@ -770,7 +808,9 @@ pub fn gpu_attention(
     }
     let small = d.e <= 32 && d.ev <= 32;
     let chunk = if small { 32 } else { 64 };
-    let nrb = d.t.div_ceil(GPU_ROWS);
+    let split = batches.saturating_mul(d.t) < SPLIT_ROWS;
+    let nrb =
+        d.t.div_ceil(if split { GPU_ROWS / SPLIT } else { GPU_ROWS });
     let nvc = d.ev.div_ceil(chunk);
     let groups = (nvc as u64)
         .checked_mul(batches as u64)
@@ -811,12 +851,10 @@ pub fn gpu_attention(
             params.push(op.map_or(Ok(0), |o| st(o.batch_strides[i], size))?);
         }
     }
-    let (wgsl, buffers): (&'static str, Vec<&GpuBuffer>) = match (&mask, small) {
-        (None, true) => (WGSL_SMALL, vec![q.buf, k.buf, v.buf, out.buf]),
-        (None, false) => (WGSL_LARGE, vec![q.buf, k.buf, v.buf, out.buf]),
-        (Some(mk), true) => (WGSL_SMALL_MASK, vec![q.buf, k.buf, v.buf, mk.buf, out.buf]),
-        (Some(mk), false) => (WGSL_LARGE_MASK, vec![q.buf, k.buf, v.buf, mk.buf, out.buf]),
-    };
+    let mut buffers = vec![q.buf, k.buf, v.buf];
+    buffers.extend(mask.as_ref().map(|mk| mk.buf));
+    buffers.push(out.buf);
+    let wgsl = WGSL[usize::from(small)][usize::from(split)][usize::from(mask.is_some())];
     dev.dispatch(&crate::rt::GpuPass {
         wgsl,
         label,
@@ -856,12 +894,8 @@ mod tests {
     /// bounding and, with `in_bounds`, without bounds checks, so naga is the backstop).
     #[test]
     fn shaders_validate() {
-        for (name, src) in [
-            ("small", super::WGSL_SMALL),
-            ("small+mask", super::WGSL_SMALL_MASK),
-            ("large", super::WGSL_LARGE),
-            ("large+mask", super::WGSL_LARGE_MASK),
-        ] {
+        for (i, src) in super::WGSL.iter().flatten().flatten().enumerate() {
+            let name = format!("[small {}][split {}][mask {}]", i / 4, (i / 2) % 2, i % 2);
             let module = naga::front::wgsl::parse_str(src)
                 .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
             naga::valid::Validator::new(

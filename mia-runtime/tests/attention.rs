@@ -191,6 +191,14 @@ fn cases() -> Vec<Case> {
     c.k = Layout::Transposed;
     c.out = Layout::Transposed;
     v.push(c);
+    // At least 32768 rows: the GPU's one-row-per-thread shaders (fewer take the key-split ones).
+    let mut c = case("many_rows_causal_masked", &[256], 129, 9, 8, 8);
+    c.causal = true;
+    c.mask = Mask::Padding;
+    v.push(c);
+    let mut c = case("many_rows_e80", &[2, 130], 128, 3, 80, 72);
+    c.qkv = Layout::Heads;
+    v.push(c);
     let mut c = case("scale_1e3", &[2], 37, 53, 16, 16);
     c.scale = 1e3;
     c.grid = true;
