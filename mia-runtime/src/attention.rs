@@ -734,6 +734,16 @@ const SPLIT: usize = 4;
 /// 256 workgroups of 128 rows, about two per SM of a large GPU.
 const SPLIT_ROWS: usize = 32768;
 
+/// `MIA_ATTN_SPLIT=1` or `0` forces the key-split shaders on or off (to compare them).
+fn split_override() -> Option<bool> {
+    static SPLIT: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    *SPLIT.get_or_init(|| match std::env::var("MIA_ATTN_SPLIT").ok()?.trim() {
+        "1" => Some(true),
+        "0" => Some(false),
+        _ => None,
+    })
+}
+
 /// Threads per workgroup (the shaders' `WG`): one query row each, or one per key group.
 const GPU_ROWS: usize = 128;
 
@@ -808,7 +818,10 @@ pub fn gpu_attention(
     }
     let small = d.e <= 32 && d.ev <= 32;
     let chunk = if small { 32 } else { 64 };
-    let split = batches.saturating_mul(d.t) < SPLIT_ROWS;
+    let split = match split_override() {
+        Some(on) => on,
+        None => batches.saturating_mul(d.t) < SPLIT_ROWS,
+    };
     let nrb =
         d.t.div_ceil(if split { GPU_ROWS / SPLIT } else { GPU_ROWS });
     let nvc = d.ev.div_ceil(chunk);
