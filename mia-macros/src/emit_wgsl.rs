@@ -28,7 +28,7 @@ const PAD: u32 = 4;
 /// through workgroup memory at the end (split-K inside one workgroup: small `M × N` with long
 /// `K` still fills the GPU, and the epilogue stays fused). With `db` the staged tiles are
 /// double-buffered: one barrier per step instead of two, for twice the workgroup memory.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tile {
     pub bm: u32,
     pub bn: u32,
@@ -245,18 +245,41 @@ pub fn vec4_eligible(ir: &PassIr) -> bool {
     })
 }
 
-/// The shader of pass `ir`; `buf_types` gives each kernel buffer's dtype. `vec4` selects the
-/// four-elements-per-invocation form (only for passes where [`vec4_eligible`] holds); `tile`
-/// the tiling of a matmul pass.
+/// Which shader of a pass to emit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Form {
+    /// One element (or row) per invocation, portable.
+    Scalar,
+    /// Four elements per invocation (passes where [`vec4_eligible`] holds).
+    Vec4,
+    /// A row pass whose reductions combine within subgroups first (adapters with
+    /// subgroups; passes where [`subgroup_eligible`] holds).
+    Subgroups,
+    /// A matmul pass's tiling.
+    Tile(Tile),
+}
+
+/// Row passes with reductions have a subgroup form: a workgroup's partial results combine
+/// with one subgroup operation and two barriers instead of a tree of eight barriers.
+pub fn subgroup_eligible(ir: &PassIr) -> bool {
+    ir.is_rows() && !ir.phases.is_empty() && ir.mm.is_none()
+}
+
+/// The shader of pass `ir` in `form`; `buf_types` gives each kernel buffer's dtype.
 pub fn pass_shader(
     kernel: &str,
     p: usize,
     ir: &PassIr,
     buf_types: &[DType],
     scalar_types: &[DType],
-    vec4: bool,
-    tile: Option<Tile>,
+    form: Form,
 ) -> String {
+    let vec4 = form == Form::Vec4;
+    let tile = match form {
+        Form::Tile(t) => Some(t),
+        _ => None,
+    };
+    let sg = form == Form::Subgroups;
     let lay = Layout::of(ir);
     let r = ir.dims.len();
     let vec_buf = |b: usize| {
@@ -274,10 +297,12 @@ pub fn pass_shader(
         }
     };
     let mut s = String::new();
-    let form = match tile {
-        Some(t) => format!(", tile {}", t.name()),
-        None if vec4 => ", vec4 form".to_string(),
-        None => String::new(),
+    // (naga 30 takes subgroup operations without WGSL's `enable subgroups;`, which it rejects.)
+    let form = match form {
+        Form::Tile(t) => format!(", tile {}", t.name()),
+        Form::Vec4 => ", vec4 form".to_string(),
+        Form::Subgroups => ", subgroup form".to_string(),
+        Form::Scalar => String::new(),
     };
     let _ = writeln!(
         s,
@@ -306,6 +331,7 @@ pub fn pass_shader(
         buf_types,
         scalar_types,
         vec: vec4,
+        sg,
         mm_width: 1,
         helpers: BTreeSet::new(),
         shared: BTreeSet::new(),
@@ -331,9 +357,14 @@ pub fn pass_shader(
         }
         None => WORKGROUP,
     };
+    let sg_builtins = if sg {
+        ", @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32"
+    } else {
+        ""
+    };
     let _ = writeln!(
         s,
-        "@compute @workgroup_size({threads})\nfn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{\n    let wid = wg.x + wg.y * nwg.x;\n    if (wid >= P[0]) {{ return; }}"
+        "@compute @workgroup_size({threads})\nfn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_builtins}) {{\n    let wid = wg.x + wg.y * nwg.x;\n    if (wid >= P[0]) {{ return; }}"
     );
     s.push_str(&body);
     s.push_str("}\n");
@@ -347,6 +378,8 @@ struct Emitter<'a> {
     scalar_types: &'a [DType],
     /// Four elements per invocation (elementwise passes only).
     vec: bool,
+    /// Reductions combine within subgroups first (row passes only).
+    sg: bool,
     /// A matmul pass's [`Tile::width`].
     mm_width: u32,
     helpers: BTreeSet<&'static str>,
@@ -459,12 +492,24 @@ impl Emitter<'_> {
                 combine(ph.op, &format!("acc{p}"), &format!("v{}", ph.value))
             );
             let _ = writeln!(s, "    }}");
-            let _ = writeln!(
-                s,
-                "    red_{t}[lid] = acc{p};\n    workgroupBarrier();\n    for (var h = {}u; h > 0u; h = h >> 1u) {{\n        if (lid < h) {{ red_{t}[lid] = {}; }}\n        workgroupBarrier();\n    }}\n    let ph{p} = red_{t}[0];\n    workgroupBarrier();",
-                WORKGROUP / 2,
-                combine(ph.op, &format!("red_{t}[lid]"), &format!("red_{t}[lid + h]"))
-            );
+            if self.sg {
+                // Each subgroup's total, then every subgroup folds the totals lane by lane
+                // (any subgroup size) and combines its lanes: the same value everywhere.
+                let op = subgroup_op(ph.op);
+                let _ = writeln!(
+                    s,
+                    "    let sg{p} = {op}(acc{p});\n    if (sgi == 0u) {{ red_{t}[lid / sgs] = sg{p}; }}\n    workgroupBarrier();\n    var fold{p}: {t} = {};\n    for (var i = sgi; i < ({WORKGROUP}u + sgs - 1u) / sgs; i = i + sgs) {{ fold{p} = {}; }}\n    let ph{p} = {op}(fold{p});\n    workgroupBarrier();",
+                    red_init(ph.op, ph.dtype),
+                    combine(ph.op, &format!("fold{p}"), &format!("red_{t}[i]"))
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "    red_{t}[lid] = acc{p};\n    workgroupBarrier();\n    for (var h = {}u; h > 0u; h = h >> 1u) {{\n        if (lid < h) {{ red_{t}[lid] = {}; }}\n        workgroupBarrier();\n    }}\n    let ph{p} = red_{t}[0];\n    workgroupBarrier();",
+                    WORKGROUP / 2,
+                    combine(ph.op, &format!("red_{t}[lid]"), &format!("red_{t}[lid + h]"))
+                );
+            }
             self.insts(&sched.row_stages[p + 1], None, &mut s);
         }
         if !sched.elem_stores.is_empty() {
@@ -907,6 +952,15 @@ fn red_init(op: RedOp, dt: DType) -> String {
         (RedOp::Min, DType::I32) => "2147483647i".into(),
         (RedOp::Max, _) => "0u".into(),
         (RedOp::Min, _) => "4294967295u".into(),
+    }
+}
+
+/// The subgroup operation of a reduction.
+fn subgroup_op(op: RedOp) -> &'static str {
+    match op {
+        RedOp::Sum | RedOp::Mean => "subgroupAdd",
+        RedOp::Max => "subgroupMax",
+        RedOp::Min => "subgroupMin",
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::ast::{self, DType, Dim, Kernel, ParamTy};
 use crate::emit_cpu::{self, rust_type, PassSig};
-use crate::emit_wgsl::{self, Layout, WORKGROUP};
+use crate::emit_wgsl::{self, Form, Layout, WORKGROUP};
 use crate::fuse::{self, BufKind, Fused};
 use crate::graph::{BinOp, Graph, Op, UnOp};
 use crate::lower::{self, PassIr, Stride};
@@ -162,8 +162,8 @@ pub(crate) fn compile(func: &syn::ItemFn, opts: &Options) -> Result<TokenStream,
     let name = k.name.to_string();
     // Each pass's scalar shader (a matmul pass's first tiling), then the vec4 forms of the
     // passes that have one and the other tilings of matmul passes.
-    let shader = |p: usize, ir: &PassIr, vec4: bool, tile: Option<emit_wgsl::Tile>| {
-        emit_wgsl::pass_shader(&name, p, ir, &buf_types, &scalar_types, vec4, tile)
+    let shader = |p: usize, ir: &PassIr, form: Form| {
+        emit_wgsl::pass_shader(&name, p, ir, &buf_types, &scalar_types, form)
     };
     // An attention pass runs the runtime's flash-attention shader (validated by its tests).
     let mut shaders: Vec<String> = passes
@@ -175,15 +175,27 @@ pub(crate) fn compile(func: &syn::ItemFn, opts: &Options) -> Result<TokenStream,
             }
             (_, Some(_), _) => format!("// {name}/pass{p}: mia_runtime's gather shader\n"),
             (_, _, Some(_)) => format!("// {name}/pass{p}: mia_runtime's causal-mask shader\n"),
-            _ => shader(p, ir, false, ir.mm.as_ref().map(|_| emit_wgsl::TILES[0])),
+            _ => match ir.mm {
+                Some(_) => shader(p, ir, Form::Tile(emit_wgsl::TILES[0])),
+                None => shader(p, ir, Form::Scalar),
+            },
         })
         .collect();
     let mut vec4_forms = Vec::new();
     for (p, ir) in passes.iter().enumerate() {
         vec4_forms.push((!ir.is_library() && emit_wgsl::vec4_eligible(ir)).then(|| {
-            shaders.push(shader(p, ir, true, None));
+            shaders.push(shader(p, ir, Form::Vec4));
             shaders.len() - 1
         }));
+    }
+    let mut subgroup_forms = Vec::new();
+    for (p, ir) in passes.iter().enumerate() {
+        subgroup_forms.push(
+            (!ir.is_library() && emit_wgsl::subgroup_eligible(ir)).then(|| {
+                shaders.push(shader(p, ir, Form::Subgroups));
+                shaders.len() - 1
+            }),
+        );
     }
     let mut tile_forms = Vec::new();
     for (p, ir) in passes.iter().enumerate() {
@@ -193,7 +205,7 @@ pub(crate) fn compile(func: &syn::ItemFn, opts: &Options) -> Result<TokenStream,
             let fits =
                 |t: &&emit_wgsl::Tile| t.workgroup_bytes(mm.bs.len()) <= emit_wgsl::MAX_TILE_BYTES;
             for t in emit_wgsl::TILES[1..].iter().filter(fits) {
-                shaders.push(shader(p, ir, false, Some(*t)));
+                shaders.push(shader(p, ir, Form::Tile(*t)));
                 forms.push((shaders.len() - 1, *t));
             }
         }
@@ -215,6 +227,7 @@ pub(crate) fn compile(func: &syn::ItemFn, opts: &Options) -> Result<TokenStream,
         scalar_types,
         buf_types,
         vec4_forms,
+        subgroup_forms,
         tile_forms,
     }
     .expand(&shaders))
@@ -229,6 +242,8 @@ struct Expander<'a> {
     buf_types: Vec<DType>,
     /// Index in `WGSL` of each pass's vec4 form, if it has one.
     vec4_forms: Vec<Option<usize>>,
+    /// Index in `WGSL` of each row pass's subgroup form, if it has one.
+    subgroup_forms: Vec<Option<usize>>,
     /// A matmul pass's tilings and their indices in `WGSL`.
     tile_forms: Vec<Vec<(usize, emit_wgsl::Tile)>>,
 }
@@ -702,12 +717,17 @@ impl Expander<'_> {
             }
             let last = ir.dims.len() - 1;
             // The vec4 form handles four consecutive elements of a row per invocation.
-            let (shader, per) = match self.vec4_forms[p] {
-                Some(v) => (
+            // The subgroup form where the adapter has subgroups.
+            let (shader, per) = match (self.vec4_forms[p], self.subgroup_forms[p]) {
+                (Some(v), _) => (
                     quote!(if __d[#last] % 4 == 0 { #v } else { #p }),
                     quote!(if __d[#last] % 4 == 0 { 4usize } else { 1usize }),
                 ),
-                None => (quote!(#p), quote!(1usize)),
+                (None, Some(sg)) => (
+                    quote!(if __dev.has_subgroups() { #sg } else { #p }),
+                    quote!(1usize),
+                ),
+                (None, None) => (quote!(#p), quote!(1usize)),
             };
             // Iterations per invocation group, and the granule a split pass is cut at.
             let (per_group, granule) = match ir.axis {

@@ -1,5 +1,6 @@
 //! Unit tests of the pipeline stages on `proc_macro2` tokens.
 
+use crate::emit_wgsl::Form;
 use crate::fuse::Domain;
 use crate::{ast, check, emit_wgsl, expand, fuse, lower, validate};
 use proc_macro2::TokenStream;
@@ -201,11 +202,13 @@ fn every_emitted_shader_validates() {
         let f = fuse::fuse(&g);
         let buf_types: Vec<_> = f.buffers.iter().map(|b| g.node(b.node).dtype).collect();
         for (p, ir) in lower::lower(&g, &f).iter().enumerate() {
-            for vec4 in [false, true] {
-                if vec4 && !emit_wgsl::vec4_eligible(ir) {
+            for form in [Form::Scalar, Form::Vec4, Form::Subgroups] {
+                if (form == Form::Vec4 && !emit_wgsl::vec4_eligible(ir))
+                    || (form == Form::Subgroups && !emit_wgsl::subgroup_eligible(ir))
+                {
                     continue;
                 }
-                let src = emit_wgsl::pass_shader("k", p, ir, &buf_types, &[], vec4, None);
+                let src = emit_wgsl::pass_shader("k", p, ir, &buf_types, &[], form);
                 validate::wgsl(&src).unwrap_or_else(|e| panic!("{e}\n{src}"));
             }
         }
@@ -233,7 +236,7 @@ fn every_matmul_tiling_validates() {
         let nb = ir.mm.as_ref().map_or(0, |m| m.bs.len());
         assert!(emit_wgsl::TILES[0].workgroup_bytes(nb) <= 16384);
         for t in emit_wgsl::TILES {
-            let src = emit_wgsl::pass_shader("k", p, ir, &buf_types, &[], false, Some(t));
+            let src = emit_wgsl::pass_shader("k", p, ir, &buf_types, &[], Form::Tile(t));
             validate::wgsl(&src).unwrap_or_else(|e| panic!("{}: {e}\n{src}", t.name()));
             let len = t.workgroup_bytes(nb) / 4 / t.width();
             assert!(src.contains(&format!(", {len}>;")), "{}", t.name());

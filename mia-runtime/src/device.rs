@@ -231,11 +231,15 @@ impl Device {
         false
     }
 
-    /// True when shaders may use subgroup operations.
+    /// True when shaders may use subgroup operations (`MIA_SUBGROUPS=0` says no, to compare
+    /// with the portable shaders).
     pub fn has_subgroups(&self) -> bool {
         #[cfg(feature = "gpu")]
         if let Inner::Gpu(ctx) = &self.inner {
-            return ctx.has(wgpu::Features::SUBGROUP);
+            static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+            let off =
+                *OFF.get_or_init(|| std::env::var("MIA_SUBGROUPS").is_ok_and(|v| v.trim() == "0"));
+            return !off && ctx.has(wgpu::Features::SUBGROUP);
         }
         false
     }
