@@ -3,7 +3,8 @@
 //! (`relu` on 1024 elements, where recording is nearly all of the cost), and MiniLM's forward
 //! pass at batch 1 × 128 tokens when `MIA_MINILM_DIR` names the model. Each round is followed
 //! by an untimed synchronize, so rounds start with the GPU idle; prints the median of the
-//! rounds.
+//! rounds, of wall time and of the recording thread's CPU time (on lavapipe, submissions
+//! block until the software GPU catches up, so wall time there is mostly its work).
 //!
 //! `cargo run --release -p mia-bench --example record_cost [rounds]`
 use std::time::Instant;
@@ -21,20 +22,42 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Median seconds of `f` over `rounds` (after a few untimed ones), each followed by an untimed
-/// synchronize.
-fn rounds(dev: &Device, rounds: usize, f: &mut dyn FnMut() -> Res<()>) -> Res<f64> {
-    let mut t = Vec::with_capacity(rounds);
+/// Nanoseconds this thread has run on a CPU (Linux's schedstat), which leaves out the time it
+/// blocked: on lavapipe `queue.submit` waits for the software GPU, which would otherwise hide
+/// the host's own cost.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// Median wall and thread-CPU seconds of `f` over `rounds` (after a few untimed ones), each
+/// followed by an untimed synchronize.
+fn rounds(dev: &Device, rounds: usize, f: &mut dyn FnMut() -> Res<()>) -> Res<(f64, f64)> {
+    let (mut wall, mut cpu) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
     for i in 0..rounds + 5 {
+        let c = thread_cpu_ns();
         let start = Instant::now();
         f()?;
         let s = start.elapsed().as_secs_f64();
+        let c = thread_cpu_ns()
+            .zip(c)
+            .map_or(f64::NAN, |(b, a)| (b - a) as f64 * 1e-9);
         dev.synchronize()?;
         if i >= 5 {
-            t.push(s);
+            wall.push(s);
+            cpu.push(c);
         }
     }
-    Ok(median(t))
+    Ok((median(wall), median(cpu)))
+}
+
+fn report(what: &str, passes: usize, (wall, cpu): (f64, f64)) {
+    let us = |t: f64| t * 1e6 / passes as f64;
+    println!(
+        "{what}: {passes} passes, a pass {:6.2} us wall, {:6.2} us host CPU",
+        us(wall),
+        us(cpu)
+    );
 }
 
 fn main() -> Res<()> {
@@ -50,11 +73,7 @@ fn main() -> Res<()> {
         }
         Ok(())
     })?;
-    println!(
-        "relu chain: {CHAIN} passes {:8.1} us, {:6.2} us a pass",
-        chain * 1e6,
-        chain * 1e6 / CHAIN as f64
-    );
+    report("relu chain", CHAIN, chain);
 
     let Ok(dir) = std::env::var("MIA_MINILM_DIR") else {
         println!("MiniLM: skipped (MIA_MINILM_DIR is not set)");
@@ -78,10 +97,6 @@ fn main() -> Res<()> {
         enc.forward(&inputs)?;
         Ok(())
     })?;
-    println!(
-        "MiniLM 1x128 forward: {passes} passes {:8.1} us, {:6.2} us a pass",
-        fwd * 1e6,
-        fwd * 1e6 / passes as f64
-    );
+    report("MiniLM 1x128 forward", passes, fwd);
     Ok(())
 }
