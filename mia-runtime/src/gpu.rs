@@ -12,8 +12,9 @@
 //!   and bind-group errors surface at the dispatch that caused them, naming the pass; the rest
 //!   are checked by the runtime before recording (binding counts, aliasing, grid size), since an
 //!   error inside the shared encoder would only surface at the flush and fail the whole batch.
-//! - Pipelines are built once per (WGSL module, binding layout) and cached. Passes' params
-//!   share one buffer per submission (see `Pending`), not one buffer each.
+//! - Pipelines are built once per (WGSL module, binding layout) and cached; so are bind groups,
+//!   by what they bind. Passes' params share one buffer per submission (see `Pending`): per
+//!   pass the host records a pass and, on a cache miss, makes a bind group, nothing more.
 //! - Profiling is opt-in ([`Device::gpu_profile`]): while a scope is open each pass writes GPU
 //!   timestamps at its start and end; otherwise passes carry no timestamp writes at all.
 
@@ -82,7 +83,26 @@ struct Pending {
     /// ordered after the submissions made before it, whose passes read the previous params.
     params: Vec<u8>,
     arena: Option<wgpu::Buffer>,
+    /// Bind groups made before, for reuse: a model called again binds the same pooled
+    /// buffers at the same params offsets, and a hit saves creating one (~2–4 µs a pass on
+    /// lavapipe). Entries naming a buffer the pool lets go are removed (see
+    /// [`GpuContext::give`]), so the cache keeps no memory alive past the pool's limit.
+    bind_groups: HashMap<BindKey, wgpu::BindGroup>,
 }
+
+/// What a pass's bind group binds: its layout (the address of the cached [`Layout`]), the
+/// (offset, size) of its params in the current arena, and each buffer with its window
+/// (`u64::MAX` for a whole buffer).
+#[derive(PartialEq, Eq, Hash)]
+struct BindKey {
+    layout: usize,
+    params: (u64, u64),
+    buffers: Vec<(wgpu::Buffer, u64, u64)>,
+}
+
+/// Bind groups cached at most; past it the cache starts over (shapes that keep changing
+/// would otherwise grow it without bound).
+const BIND_GROUPS: usize = 4096;
 
 /// Bytes of the first params arena; it doubles when a batch's params do not fit.
 const ARENA_BYTES: u64 = 64 << 10;
@@ -361,6 +381,8 @@ impl GpuContext {
                 },
             )?;
             pending.arena = Some(arena);
+            // Cached bind groups name the old arena.
+            pending.bind_groups.clear();
             offset = 0;
         }
         // `offset` is within the arena, whose size fits in memory.
@@ -633,6 +655,56 @@ impl GpuContext {
         ))
     }
 
+    /// A new bind group for `pass`: its params at `offset` in the current arena, then its
+    /// buffers (or their windows).
+    fn bind_group(
+        &self,
+        pass: &GpuPass<'_>,
+        layout: &Layout,
+        pending: &Pending,
+        offset: u64,
+        params: &[u32],
+    ) -> Result<wgpu::BindGroup> {
+        self.scoped(
+            || format!("binding the buffers of pass `{}`", pass.label),
+            || {
+                let mut entries = Vec::with_capacity(pass.buffers.len() + 1);
+                if let Some(arena) = &pending.arena {
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: arena,
+                            offset,
+                            size: wgpu::BufferSize::new(4 * params.len() as u64),
+                        }),
+                    });
+                }
+                for (i, b) in pass.buffers.iter().enumerate() {
+                    let resource = match pass.ranges.get(i) {
+                        // A window of a buffer larger than one binding.
+                        Some(&(offset, size)) => {
+                            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: &b.buffer,
+                                offset,
+                                size: wgpu::BufferSize::new(size),
+                            })
+                        }
+                        None => b.buffer.as_entire_binding(),
+                    };
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: i as u32 + 1,
+                        resource,
+                    });
+                }
+                self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(pass.label),
+                    layout: &layout.bind_group,
+                    entries: &entries,
+                })
+            },
+        )
+    }
+
     pub(crate) fn dispatch(self: &Arc<Self>, pass: &GpuPass<'_>) -> Result<()> {
         self.check_lost()?;
         let label = pass.label;
@@ -694,50 +766,34 @@ impl GpuContext {
         let mut guard = lock(&self.pending);
         let pending = &mut *guard;
         let offset = self.push_params(pending, params, label)?;
-        let bind_group = self.scoped(
-            || format!("binding the buffers of pass `{label}`"),
-            || {
-                let mut entries = Vec::with_capacity(pass.buffers.len() + 1);
-                if let Some(arena) = &pending.arena {
-                    entries.push(wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: arena,
-                            offset,
-                            size: wgpu::BufferSize::new(4 * params.len() as u64),
-                        }),
-                    });
-                }
-                for (i, b) in pass.buffers.iter().enumerate() {
-                    let resource = match pass.ranges.get(i) {
-                        // A window of a buffer larger than one binding.
-                        Some(&(offset, size)) => {
-                            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                buffer: &b.buffer,
-                                offset,
-                                size: wgpu::BufferSize::new(size),
-                            })
-                        }
-                        None => b.buffer.as_entire_binding(),
-                    };
-                    entries.push(wgpu::BindGroupEntry {
-                        binding: i as u32 + 1,
-                        resource,
-                    });
-                }
-                self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some(label),
-                    layout: &pipeline.layout.bind_group,
-                    entries: &entries,
+        let key = BindKey {
+            layout: Arc::as_ptr(&pipeline.layout) as usize,
+            params: (offset, 4 * params.len() as u64),
+            buffers: (pass.buffers.iter().enumerate())
+                .map(|(i, b)| {
+                    let (at, size) = pass.ranges.get(i).copied().unwrap_or((0, u64::MAX));
+                    (b.buffer.buffer.clone(), at, size)
                 })
-            },
-        );
-        let bind_group = match bind_group {
-            Ok(b) => b,
-            Err(e) => {
-                // Nothing binds them: leave them out of the batch's params.
-                pending.params.truncate(offset as usize);
-                return Err(e);
+                .collect(),
+        };
+        let bind_group = match pending.bind_groups.get(&key) {
+            Some(b) => b.clone(),
+            None => {
+                let made = self.bind_group(pass, &pipeline.layout, pending, offset, params);
+                match made {
+                    Ok(b) => {
+                        if pending.bind_groups.len() >= BIND_GROUPS {
+                            pending.bind_groups.clear();
+                        }
+                        pending.bind_groups.insert(key, b.clone());
+                        b
+                    }
+                    Err(e) => {
+                        // Nothing binds them: leave them out of the batch's params.
+                        pending.params.truncate(offset as usize);
+                        return Err(e);
+                    }
+                }
             }
         };
 
@@ -830,14 +886,24 @@ const POOL_BYTES: u64 = 4 << 30;
 
 impl GpuContext {
     /// Keeps a dropped buffer for reuse, within [`POOL_BYTES`] (oldest dropped first).
+    /// Cached bind groups naming a buffer let go are dropped with it, so that it is freed.
     fn give(&self, buffer: wgpu::Buffer) {
-        let Ok(mut free) = self.free.lock() else {
-            return;
-        };
-        free.push(buffer);
-        let mut total: u64 = free.iter().map(|b| b.size()).sum();
-        while total > POOL_BYTES && !free.is_empty() {
-            total -= free.remove(0).size();
+        let mut gone = Vec::new();
+        {
+            let mut free = lock(&self.free);
+            free.push(buffer);
+            let mut total: u64 = free.iter().map(|b| b.size()).sum();
+            while total > POOL_BYTES && !free.is_empty() {
+                let b = free.remove(0);
+                total -= b.size();
+                gone.push(b);
+            }
+        }
+        if !gone.is_empty() {
+            // Never called with `pending` locked: no pooled buffer drops while it is held.
+            lock(&self.pending)
+                .bind_groups
+                .retain(|k, _| !k.buffers.iter().any(|(b, ..)| gone.contains(b)));
         }
     }
 
