@@ -483,7 +483,7 @@ fn split(
     const SHARED: usize = 1 << 16;
     /// Reading one element of B packed up front, from L3 where a tile's own packed block
     /// would be in L2: this keeps tiles tall, so that each B block read serves many rows.
-    const READ: usize = 2;
+    const READ: usize = 4;
     let mut best = (
         usize::MAX,
         Split {
