@@ -2,7 +2,9 @@
 //! register-blocked microkernel (12×32 with AVX-512, 6×16 with AVX2+FMA, chosen at run
 //! time; 4×8 portable otherwise), rayon over output tiles (and over slices of the depth when
 //! there are too few tiles for the threads), and the kernel's epilogue applied to each tile
-//! row while the tile is still in cache. `M = 1` (decoding) takes a GEMV path without packing.
+//! row while the tile is still in cache. When many row tiles would each pack the same B
+//! blocks (M = 4096 tokens against a weight), B is packed once per call and shared. `M = 1`
+//! (decoding) takes a GEMV path without packing.
 //!
 //! Operands are strided views, so transposed and batch-broadcast operands cost no copy; the
 //! generated code checks all shapes before calling in, so indices here are in range by
@@ -51,6 +53,24 @@ const MIN_SLICE: usize = 128;
 const MAX_PARTS: usize = 1 << 21;
 /// Products below this many multiply-adds run on the calling thread.
 const SERIAL_FLOPS: usize = 1 << 18;
+/// Most elements of B packed up front for one call (32 MiB).
+const MAX_SHARED_B: usize = 1 << 23;
+
+/// Forces B to be packed per tile (`Some(false)`) or once per call (`Some(true)`), or lets
+/// [`split`] choose (`None`): for benchmarks comparing the two in one run.
+#[doc(hidden)]
+pub fn force_shared_b(force: Option<bool>) {
+    FORCE_SHARED_B.store(
+        match force {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        },
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+static FORCE_SHARED_B: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// Computes `NB` products sharing the left operand and hands each finished output row
 /// segment to `epi(batch_index, row, col0, [acc_j])` (row-major over the batch dims).
@@ -66,14 +86,19 @@ where
     if d.m == 1 && b.iter().all(|x| x.pro.is_none()) {
         return gemv(d, batches, a, b, &epi);
     }
+    let force = match FORCE_SHARED_B.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => Some(false),
+        2 => Some(true),
+        _ => None,
+    };
     #[cfg(target_arch = "x86_64")]
     if crate::rt::has_avx2_fma() {
         if has_avx512() {
-            return tiled::<Avx512, NB, F>(d, batches, a, b, &epi);
+            return tiled::<Avx512, NB, F>(d, batches, a, b, &epi, force);
         }
-        return tiled::<Avx2, NB, F>(d, batches, a, b, &epi);
+        return tiled::<Avx2, NB, F>(d, batches, a, b, &epi, force);
     }
-    tiled::<Portable, NB, F>(d, batches, a, b, &epi)
+    tiled::<Portable, NB, F>(d, batches, a, b, &epi, force)
 }
 
 /// Element offset of batch `bi` (row-major over `dims`) for `strides`.
@@ -423,12 +448,14 @@ fn pack_b(
 }
 
 /// How the output is cut into tasks: tiles of `mc × nc` elements and `ks` slices of the depth
-/// (each slice's partial tiles summed before the epilogue).
+/// (each slice's partial tiles summed before the epilogue); `shared`: B is packed once for the
+/// call and read by every tile, instead of each tile packing its own B blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Split {
     mc: usize,
     nc: usize,
     ks: usize,
+    shared: bool,
 }
 
 /// The split with the least estimated time: rounds of equal tasks over the threads, times one
@@ -436,21 +463,39 @@ struct Split {
 /// and, when the depth is split, writing and summing its partial tile). Big tiles pack least;
 /// small tiles and depth slices keep every thread busy when the output has few tiles (M = 128
 /// tokens against 16 threads), and depth slices do so without packing the operands again per
-/// extra tile.
-fn split(d: &Dims, batches: usize, (mr, nr): (usize, usize), threads: usize) -> Split {
+/// extra tile. Packing B once for the call ([`PackedB`]) costs its whole packing up front
+/// (spread over the threads) and saves each tile its B packing: it wins when several row
+/// tiles share a B block (M = 4096 tokens: 29 tiles would pack the same weight).
+/// `shared_b`: how many B matrices one call would pack (`None`: too big to pack up front).
+fn split(
+    d: &Dims,
+    batches: usize,
+    (mr, nr): (usize, usize),
+    threads: usize,
+    shared_b: Option<usize>,
+) -> Split {
     /// Packing one element costs about this many multiply-adds (a vector FMA does 8 to 16 a
     /// cycle, packing moves about one element a cycle).
     const PACK: usize = 8;
     /// Writing, re-reading and summing one element of a partial tile.
     const PART: usize = 8;
+    /// The extra parallel pass of packing B up front (a synchronisation), in multiply-adds.
+    const SHARED: usize = 1 << 16;
+    /// Reading one element of B packed up front, from L3 where a tile's own packed block
+    /// would be in L2: this keeps tiles tall, so that each B block read serves many rows.
+    const READ: usize = 4;
     let mut best = (
         usize::MAX,
         Split {
             mc: MC,
             nc: NC,
             ks: 1,
+            shared: false,
         },
     );
+    // Packing all of B once, spread over the threads.
+    let pack_all =
+        shared_b.map(|nbb| (PACK * nbb * d.n.div_ceil(nr) * nr * d.k).div_ceil(threads) + SHARED);
     for mc in [MC, 96, 48, 24] {
         for nc in [NC, 256, 128, 64, 32].into_iter().filter(|&nc| nc >= nr) {
             let tiles = batches * d.m.div_ceil(mc) * d.n.div_ceil(nc);
@@ -469,7 +514,30 @@ fn split(d: &Dims, batches: usize, (mr, nr): (usize, usize), threads: usize) -> 
                 let per = mcp * ncp * kslice + PACK * (mcp + ncp) * kslice + part;
                 let cost = tasks.div_ceil(threads).saturating_mul(per);
                 if cost < best.0 {
-                    best = (cost, Split { mc, nc, ks });
+                    best = (
+                        cost,
+                        Split {
+                            mc,
+                            nc,
+                            ks,
+                            shared: false,
+                        },
+                    );
+                }
+                if let Some(pack_all) = pack_all {
+                    let per = per - (PACK - READ) * ncp * kslice;
+                    let cost = tasks.div_ceil(threads).saturating_mul(per) + pack_all;
+                    if cost < best.0 {
+                        best = (
+                            cost,
+                            Split {
+                                mc,
+                                nc,
+                                ks,
+                                shared: true,
+                            },
+                        );
+                    }
                 }
             }
         }
@@ -482,6 +550,89 @@ thread_local! {
     static PARTS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// Per-thread output tile of unsplit products, reused across calls.
     static TILE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The calling thread's B packed for a whole call ([`PackedB`]), reused across calls.
+    static PACKED_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The depth blocks the tiles walk: each of the `ks` slices of `kslice` cut into `KC`-deep
+/// blocks, as `(first depth, depth)`.
+fn depth_blocks(k: usize, ks: usize, kslice: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..ks).flat_map(move |s| {
+        let k0 = (s * kslice).min(k);
+        let k1 = (k0 + kslice).min(k);
+        (k0..k1).step_by(KC).map(move |p0| (p0, (k1 - p0).min(KC)))
+    })
+}
+
+/// B packed once for a call and read by every tile. Per B batch `bb` and operand `j`, each
+/// depth block `(p0, kc)` (of [`depth_blocks`]) is `NR`-column panels over all `np` (N padded)
+/// columns, `kc × np` elements at `((bb·NB + j)·k + p0)·np`; the panels of columns from `j0`
+/// start `j0·kc` into it, exactly as a tile's own packed block would be laid out.
+struct PackedB<'p> {
+    data: &'p [f32],
+    /// B batches packed: 1 when every B is broadcast over the batch, else one per batch.
+    nbb: usize,
+    k: usize,
+    np: usize,
+}
+
+impl PackedB<'_> {
+    /// Batch `bi`'s operand `j` of `nb`: columns `j0..j0 + ncp` of depth block `(p0, kc)`.
+    fn block(
+        &self,
+        nb: usize,
+        (bi, j): (usize, usize),
+        (p0, kc): (usize, usize),
+        (j0, ncp): (usize, usize),
+    ) -> &[f32] {
+        let bb = if self.nbb == 1 { 0 } else { bi };
+        let at = ((bb * nb + j) * self.k + p0) * self.np + j0 * kc;
+        &self.data[at..at + ncp * kc]
+    }
+}
+
+/// Fills `buf` (`nbb · NB · k · np` elements) as [`PackedB`] lays it out, in parallel over
+/// (batch, operand, depth block, 128 columns) unless `serial`.
+#[allow(clippy::too_many_arguments)]
+fn pack_b_all<const NB: usize>(
+    d: &Dims,
+    b: &[Operand; NB],
+    nr: usize,
+    nbb: usize,
+    (ks, kslice): (usize, usize),
+    np: usize,
+    buf: &mut [f32],
+    serial: bool,
+) {
+    use rayon::prelude::*;
+    /// Columns per packing task (a multiple of every `NR`).
+    const GROUP: usize = 128;
+    let mut jobs = Vec::new();
+    for (bbj, mut rest) in buf.chunks_exact_mut(d.k * np).take(nbb * NB).enumerate() {
+        for (p0, kc) in depth_blocks(d.k, ks, kslice) {
+            let (block, tail) = std::mem::take(&mut rest).split_at_mut(kc * np);
+            rest = tail;
+            for (g, dst) in block.chunks_mut(GROUP * kc).enumerate() {
+                jobs.push((bbj / NB, bbj % NB, (p0, kc), g * GROUP, dst));
+            }
+        }
+    }
+    let job = |(bb, j, depth, j0, dst): (usize, usize, (usize, usize), usize, &mut [f32])| {
+        let off = batch_offset(bb, d.batch, b[j].batch_strides);
+        pack_b(
+            dst,
+            nr,
+            &b[j],
+            (bb, off),
+            depth,
+            (j0, (d.n - j0).min(GROUP)),
+        );
+    };
+    if serial {
+        jobs.into_iter().for_each(job);
+    } else {
+        jobs.into_par_iter().for_each(job);
+    }
 }
 
 fn tiled<K: Micro, const NB: usize, F>(
@@ -490,6 +641,7 @@ fn tiled<K: Micro, const NB: usize, F>(
     a: Operand,
     b: [Operand; NB],
     epi: &F,
+    force_shared: Option<bool>,
 ) where
     F: Fn(usize, usize, usize, &[&[f32]; NB]) + Sync,
 {
@@ -500,7 +652,32 @@ fn tiled<K: Micro, const NB: usize, F>(
     } else {
         rayon::current_num_threads().max(1)
     };
-    let Split { mc: mcb, nc, ks } = split(&d, batches, (K::MR, K::NR), threads);
+    // B packed up front: once when every B is the same for all batches, else per batch.
+    let broadcast = b
+        .iter()
+        .all(|x| x.pro.is_none() && x.batch_strides.iter().all(|&s| s == 0));
+    let nbb = if broadcast { 1 } else { batches };
+    let np = d.n.div_ceil(K::NR) * K::NR;
+    let shared_len = [NB, d.k, np]
+        .into_iter()
+        .try_fold(nbb, usize::checked_mul)
+        .filter(|&len| len > 0 && len <= MAX_SHARED_B && force_shared != Some(false));
+    let mut sp = split(
+        &d,
+        batches,
+        (K::MR, K::NR),
+        threads,
+        shared_len.map(|_| nbb),
+    );
+    if force_shared == Some(true) && shared_len.is_some() {
+        sp.shared = true;
+    }
+    let Split {
+        mc: mcb,
+        nc,
+        ks,
+        shared,
+    } = sp;
     let (mt, nt) = (d.m.div_ceil(mcb), d.n.div_ceil(nc));
     let tiles = batches * mt * nt;
     let kslice = d.k.div_ceil(ks);
@@ -514,12 +691,6 @@ fn tiled<K: Micro, const NB: usize, F>(
         let (i0, j0) = ((rest / nt) * mcb, (rest % nt) * nc);
         (bi, i0, (d.m - i0).min(mcb), j0, (d.n - j0).min(nc))
     };
-    // Tile `t` over depth slice `s` into `buf`.
-    let compute = |t: usize, s: usize, buf: &mut [f32]| {
-        let k0 = (s * kslice).min(d.k);
-        let k1 = (k0 + kslice).min(d.k);
-        product::<K, NB>(&d, &a, &b, locate(t), (k0, k1), buf, ncp);
-    };
     // The epilogue on the finished tile `t`, row by row while it is in cache.
     let finish = |t: usize, buf: &[f32]| {
         let (bi, i0, mc, j0, ncols) = locate(t);
@@ -529,62 +700,95 @@ fn tiled<K: Micro, const NB: usize, F>(
             epi(bi, i0 + i, j0, &accs);
         }
     };
-    if ks == 1 {
-        let task = |t: usize| {
-            TILE.with(|buf| {
-                let mut buf = buf.borrow_mut();
-                if buf.len() < tile_len {
-                    buf.resize(tile_len, 0.0);
-                }
-                compute(t, 0, &mut buf[..tile_len]);
-                finish(t, &buf[..tile_len]);
-            })
+    let body = |pb: Option<&PackedB>| {
+        // Tile `t` over depth slice `s` into `buf`.
+        let compute = |t: usize, s: usize, buf: &mut [f32]| {
+            let k0 = (s * kslice).min(d.k);
+            let k1 = (k0 + kslice).min(d.k);
+            product::<K, NB>(&d, &a, &b, pb, locate(t), (k0, k1), buf, ncp);
         };
-        if tiles == 1 || serial {
-            (0..tiles).for_each(task);
-        } else {
-            (0..tiles).into_par_iter().for_each(task);
-        }
-        return;
-    }
-    // Depth split: every (tile, slice) product in parallel, then per tile the sum of its
-    // slices and the epilogue. The buffer is the caller's, or a fresh one when this thread is
-    // already inside a split product (rayon may run another call here while it waits).
-    let run = |parts: &mut Vec<f32>| {
-        if parts.len() < tiles * ks * tile_len {
-            parts.resize(tiles * ks * tile_len, 0.0);
-        }
-        let parts = &mut parts[..tiles * ks * tile_len];
-        parts
-            .par_chunks_mut(tile_len)
-            .enumerate()
-            .for_each(|(i, buf)| compute(i / ks, i % ks, buf));
-        parts
-            .par_chunks_mut(ks * tile_len)
-            .enumerate()
-            .for_each(|(t, group)| {
-                let (sum, rest) = group.split_at_mut(tile_len);
-                for part in rest.chunks_exact(tile_len) {
-                    for (x, &y) in sum.iter_mut().zip(part) {
-                        *x += y;
+        if ks == 1 {
+            let task = |t: usize| {
+                TILE.with(|buf| {
+                    let mut buf = buf.borrow_mut();
+                    if buf.len() < tile_len {
+                        buf.resize(tile_len, 0.0);
                     }
-                }
-                finish(t, sum);
-            });
+                    compute(t, 0, &mut buf[..tile_len]);
+                    finish(t, &buf[..tile_len]);
+                })
+            };
+            if tiles == 1 || serial {
+                (0..tiles).for_each(task);
+            } else {
+                (0..tiles).into_par_iter().for_each(task);
+            }
+            return;
+        }
+        // Depth split: every (tile, slice) product in parallel, then per tile the sum of its
+        // slices and the epilogue. The buffer is the caller's, or a fresh one when this thread
+        // is already inside a split product (rayon may run another call here while it waits).
+        let run = |parts: &mut Vec<f32>| {
+            if parts.len() < tiles * ks * tile_len {
+                parts.resize(tiles * ks * tile_len, 0.0);
+            }
+            let parts = &mut parts[..tiles * ks * tile_len];
+            parts
+                .par_chunks_mut(tile_len)
+                .enumerate()
+                .for_each(|(i, buf)| compute(i / ks, i % ks, buf));
+            parts
+                .par_chunks_mut(ks * tile_len)
+                .enumerate()
+                .for_each(|(t, group)| {
+                    let (sum, rest) = group.split_at_mut(tile_len);
+                    for part in rest.chunks_exact(tile_len) {
+                        for (x, &y) in sum.iter_mut().zip(part) {
+                            *x += y;
+                        }
+                    }
+                    finish(t, sum);
+                });
+        };
+        PARTS.with(|p| match p.try_borrow_mut() {
+            Ok(mut parts) => run(&mut parts),
+            Err(_) => run(&mut Vec::new()),
+        });
     };
-    PARTS.with(|p| match p.try_borrow_mut() {
-        Ok(mut parts) => run(&mut parts),
-        Err(_) => run(&mut Vec::new()),
+    let Some(len) = shared_len.filter(|_| shared) else {
+        return body(None);
+    };
+    // B packed once, then the tiles: the buffer is the caller's, or a fresh one when this
+    // thread is already inside such a product (as for the partial tiles above).
+    let with = |buf: &mut Vec<f32>| {
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        let buf = &mut buf[..len];
+        pack_b_all(&d, &b, K::NR, nbb, (ks, kslice), np, buf, serial);
+        body(Some(&PackedB {
+            data: buf,
+            nbb,
+            k: d.k,
+            np,
+        }));
+    };
+    PACKED_B.with(|p| match p.try_borrow_mut() {
+        Ok(mut buf) => with(&mut buf),
+        Err(_) => with(&mut Vec::new()),
     });
 }
 
 /// The `NB` products of one tile (`(batch, first row, rows, first column, columns)`) over the
 /// depth `k0..k1`, into `out` as `NB` blocks of `rows × ldc` (rows and columns padded to whole
-/// microtiles); zeros for an empty depth.
+/// microtiles); zeros for an empty depth. B's blocks come from `pb` when packed for the call,
+/// else are packed here.
+#[allow(clippy::too_many_arguments)]
 fn product<K: Micro, const NB: usize>(
     d: &Dims,
     a: &Operand,
     b: &[Operand; NB],
+    pb: Option<&PackedB>,
     (bi, i0, mc, j0, ncols): (usize, usize, usize, usize, usize),
     (k0, k1): (usize, usize),
     out: &mut [f32],
@@ -600,20 +804,30 @@ fn product<K: Micro, const NB: usize>(
     let kcmax = (k1 - k0).min(KC);
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
-        let need = mcp * kcmax + ncp * kcmax;
+        let need = mcp * kcmax + if pb.is_some() { 0 } else { ncp * kcmax };
         if s.len() < need {
             s.resize(need, 0.0);
         }
-        let (pa, pb) = s.split_at_mut(mcp * kcmax);
+        let (pa, pbuf) = s.split_at_mut(mcp * kcmax);
         let aoff = batch_offset(bi, d.batch, a.batch_strides);
         for p0 in (k0..k1).step_by(KC) {
             let kc = (k1 - p0).min(KC);
             pack_a(pa, K::MR, a, (bi, aoff), (i0, mc), (p0, kc));
             for (j, bj) in b.iter().enumerate() {
-                let boff = batch_offset(bi, d.batch, bj.batch_strides);
-                pack_b(pb, K::NR, bj, (bi, boff), (p0, kc), (j0, ncols));
+                let panels: &[f32] = match pb {
+                    Some(pb) => pb.block(NB, (bi, j), (p0, kc), (j0, ncp)),
+                    None => {
+                        let boff = batch_offset(bi, d.batch, bj.batch_strides);
+                        pack_b(pbuf, K::NR, bj, (bi, boff), (p0, kc), (j0, ncols));
+                        pbuf
+                    }
+                };
                 let tile = &mut out[j * block..(j + 1) * block];
-                for (pj, bpanel) in pb.chunks_exact(K::NR * kc).take(ncp / K::NR).enumerate() {
+                for (pj, bpanel) in panels
+                    .chunks_exact(K::NR * kc)
+                    .take(ncp / K::NR)
+                    .enumerate()
+                {
                     for (pi, apanel) in pa.chunks_exact(K::MR * kc).take(mcp / K::MR).enumerate() {
                         let c = &mut tile[pi * K::MR * ldc + pj * K::NR..];
                         K::run::<true>(kc, apanel, 0, bpanel, K::NR, c, ldc, p0 > k0);
@@ -731,16 +945,19 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    /// `[batch, m, k] · [k, n]` twice (`NB = 2`, the second B negated), B broadcast over the
-    /// batch, A transposed when `at`, through microkernel `K`; checked against float64.
-    fn check<K: Micro>(batch: usize, m: usize, k: usize, n: usize, at: bool) {
+    /// `[batch, m, k] · [k, n]` twice (`NB = 2`): B broadcast over the batch, and its negation
+    /// computed by a prologue; A and the first B read transposed when `at`; through
+    /// microkernel `K`, B packed per tile or once for the call (`shared`); checked against
+    /// float64.
+    fn check<K: Micro>(batch: usize, m: usize, k: usize, n: usize, at: bool, shared: bool) {
         let a: Vec<f32> = (0..batch * m * k)
             .map(|i| ((i * 37) % 17) as f32 / 8.0 - 1.0)
             .collect();
         let b: Vec<f32> = (0..k * n)
             .map(|i| ((i * 11) % 13) as f32 / 6.0 - 1.0)
             .collect();
-        let nb: Vec<f32> = b.iter().map(|x| -x).collect();
+        // B stored `[n, k]`.
+        let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
         let (rs, cs) = if at { (1, m) } else { (k, 1) };
         let a_op = Operand {
             data: &a,
@@ -749,12 +966,24 @@ mod tests {
             cs,
             pro: None,
         };
-        let b_op = |data| Operand {
-            data,
+        let b_op = Operand {
+            data: if at { &bt } else { &b },
             batch_strides: &[0],
-            rs: n,
-            cs: 1,
+            rs: if at { 1 } else { n },
+            cs: if at { k } else { 1 },
             pro: None,
+        };
+        let neg = |_bi: usize, p: usize, j0: usize, out: &mut [f32]| {
+            for (o, &v) in out.iter_mut().zip(&b[p * n + j0..]) {
+                *o = -v;
+            }
+        };
+        let nb_op = Operand {
+            data: &[],
+            batch_strides: &[0],
+            rs: 0,
+            cs: 0,
+            pro: Some(&neg),
         };
         let out = Mutex::new(vec![f32::NAN; 2 * batch * m * n]);
         let d = Dims {
@@ -772,7 +1001,7 @@ mod tests {
         };
         let batches = batch;
         if batches > 0 && m > 0 && n > 0 {
-            tiled::<K, 2, _>(d, batches, a_op, [b_op(&b), b_op(&nb)], &epi);
+            tiled::<K, 2, _>(d, batches, a_op, [b_op, nb_op], &epi, Some(shared));
         }
         let out = out.into_inner().unwrap();
         for bi in 0..batch {
@@ -808,7 +1037,9 @@ mod tests {
             (2, 128, 700, 70),
         ] {
             for at in [false, true] {
-                check::<K>(batch, m, k, n, at);
+                for shared in [false, true] {
+                    check::<K>(batch, m, k, n, at, shared);
+                }
             }
         }
     }
@@ -827,7 +1058,7 @@ mod tests {
                 n: 50,
                 k: 1000,
             };
-            assert!(split(&d, 1, (12, 32), 16).ks > 1);
+            assert!(split(&d, 1, (12, 32), 16, None).ks > 1);
             all::<Portable>();
             #[cfg(target_arch = "x86_64")]
             if crate::rt::has_avx2_fma() {
@@ -839,7 +1070,8 @@ mod tests {
         });
     }
 
-    /// Large outputs keep whole tiles and never split their depth.
+    /// Large outputs keep whole tiles and never split their depth; with many row tiles B is
+    /// packed once for the call, with one row tile it is not.
     #[test]
     fn large_outputs_do_not_split() {
         let d = Dims {
@@ -848,13 +1080,20 @@ mod tests {
             n: 384,
             k: 1536,
         };
-        assert_eq!(split(&d, 1, (12, 32), 16).ks, 1);
+        assert_eq!(split(&d, 1, (12, 32), 16, None).ks, 1);
+        for threads in [2, 16] {
+            let s = split(&d, 1, (12, 32), threads, Some(1));
+            assert!(s.ks == 1 && s.shared, "{s:?}");
+        }
         let d = Dims {
             batch: &[1],
             m: 128,
             n: 384,
             k: 1536,
         };
-        assert!(split(&d, 1, (12, 32), 16).ks > 1);
+        assert!(split(&d, 1, (12, 32), 16, None).ks > 1);
+        for threads in [2, 16] {
+            assert!(!split(&d, 1, (12, 32), threads, Some(1)).shared);
+        }
     }
 }

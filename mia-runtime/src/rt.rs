@@ -420,6 +420,8 @@ pub fn parallel_for(n: usize, cost: usize, f: impl Fn(std::ops::Range<usize>) + 
 
 pub use crate::attention::{attention, gpu_attention, AttnArgs, AttnDims, AttnOut, GpuOperand};
 pub use crate::gather::{gather, gpu_gather};
+#[doc(hidden)]
+pub use crate::gemm::force_shared_b as matmul_shared_b;
 pub use crate::gemm::{matmul, Dims as MatDims, Operand as MatOperand};
 pub use crate::mask::{causal_mask, gpu_causal_mask};
 
