@@ -488,7 +488,7 @@ fn pack_v(vb: &mut [f32], v: &Operand, off: usize, k0: usize, bc: usize, ev: usi
 /// q rs, q cs, k rs, k cs, v rs, v cs, mask rs, mask cs, out rs, out cs,
 /// then per batch dim: size, q, k, v, mask, out strides]`.
 macro_rules! attention_wgsl {
-    ($g:literal, $nc:literal, $nv:literal, $bk:literal, $mask_decl:literal, $out_binding:literal, $mask_add:literal) => {
+    ($g:literal, $r:literal, $kg:literal, $nc:literal, $nv:literal, $bk:literal, $mask_decl:literal, $out_binding:literal, $mask_add:literal) => {
         concat!(
             "@group(0) @binding(0) var<storage, read> P: array<u32>;
 @group(0) @binding(1) var<storage, read> Q: array<f32>;
@@ -550,9 +550,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let mrs = P[16];
     let mcs = P[17];
     let row0 = rb * BQ;
-    // Thread `lid` is row `r` of the block, and takes the `g`-th `BKG` keys of every tile.
-    let r = lid % BQ;
-    let g = lid / BQ;
+    // Thread `lid` is row `r` of the block, and takes the `g`-th `BKG` keys of every tile
+    // (literals `lid` and `0u` without key groups: a `g` the compiler cannot see is 0 costs
+    // the one-row-per-thread shader ~15% at T = S = 4096).
+    let r = ", $r, ";
+    let g = ", $kg, ";
     let t = row0 + r;
     let live = t < T;
     // Keys the block's last row may see (causal: s <= t + S - T), and this row's limit
@@ -702,11 +704,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 // Mask-free variants bind the output at 4; `*_MASK` read the additive mask from binding 4
 // and write the output at 5. `(small, mask, split)` indexes [`WGSL`].
 macro_rules! variants {
-    ($g:literal, $nc:literal, $nv:literal, $bk:literal) => {
+    ($g:literal, $r:literal, $kg:literal, $nc:literal, $nv:literal, $bk:literal) => {
         [
-            attention_wgsl!($g, $nc, $nv, $bk, "", 4, ""),
+            attention_wgsl!($g, $r, $kg, $nc, $nv, $bk, "", 4, ""),
             attention_wgsl!(
                 $g,
+                $r,
+                $kg,
                 $nc,
                 $nv,
                 $bk,
@@ -724,8 +728,14 @@ macro_rules! variants {
 /// key groups of 32 rows each, for calls with too few rows to fill the device (one thread per
 /// row would leave most of it idle, and each row's keys would run in one long chain).
 const WGSL: [[[&str; 2]; 2]; 2] = [
-    [variants!(1, 16, 16, 32), variants!(4, 16, 16, 32)],
-    [variants!(1, 8, 8, 64), variants!(4, 8, 8, 64)],
+    [
+        variants!(1, "lid", "0u", 16, 16, 32),
+        variants!(4, "lid % BQ", "lid / BQ", 16, 16, 32),
+    ],
+    [
+        variants!(1, "lid", "0u", 8, 8, 64),
+        variants!(4, "lid % BQ", "lid / BQ", 8, 8, 64),
+    ],
 ];
 
 /// Key groups of the split shaders.

@@ -70,6 +70,17 @@ pub fn force_shared_b(force: Option<bool>) {
     );
 }
 
+/// `MIA_CPU_SHARED_B=0` or `1` forces the choice for a whole process (to compare builds of a
+/// model, whose products cannot be forced one by one).
+fn shared_b_env() -> Option<bool> {
+    static ENV: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    *ENV.get_or_init(|| match std::env::var("MIA_CPU_SHARED_B").ok()?.trim() {
+        "0" => Some(false),
+        "1" => Some(true),
+        _ => None,
+    })
+}
+
 static FORCE_SHARED_B: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// Computes `NB` products sharing the left operand and hands each finished output row
@@ -89,7 +100,7 @@ where
     let force = match FORCE_SHARED_B.load(std::sync::atomic::Ordering::Relaxed) {
         1 => Some(false),
         2 => Some(true),
-        _ => None,
+        _ => shared_b_env(),
     };
     #[cfg(target_arch = "x86_64")]
     if crate::rt::has_avx2_fma() {
