@@ -741,11 +741,11 @@ const WGSL: [[[&str; 2]; 2]; 2] = [
 /// Key groups of the split shaders.
 const SPLIT: usize = 4;
 /// Below this many query rows (over all heads and batches) a call takes the split shaders:
-/// 512 workgroups of 128 rows, about four per SM of a large GPU. Measured on an H100 (one row
-/// per thread → split): 16 × 256² × 64 0.105 → 0.056 ms, 4 × 1024² × 64 0.345 → 0.162 ms,
-/// 384 × 128² × 32 (MiniLM at batch 32) 0.131 → 0.111 ms, but 16 × 4096² × 64 3.85 → 5.50 ms
-/// (each workgroup stages every key for 32 rows instead of 128).
-const SPLIT_ROWS: usize = 65536;
+/// 128 workgroups of 128 rows, about one per SM of a large GPU. Measured on an H100 (one row
+/// per thread → split, twice each): 16 × 256² × 64 112 → 56 µs, 4 × 1024² × 64 364 → 162 µs;
+/// but 384 × 128² × 32 (49,152 rows: MiniLM at batch 32) 94 → 111 µs and 16 × 4096² × 64
+/// 3.33 → 5.47 ms, as each workgroup stages every key for 32 rows instead of 128.
+const SPLIT_ROWS: usize = 16384;
 
 /// `MIA_ATTN_SPLIT=1` or `0` forces the key-split shaders on or off (to compare them).
 fn split_override() -> Option<bool> {
