@@ -523,31 +523,18 @@ fn split(
                 let tasks = tiles * ks;
                 let part = if ks > 1 { PART * mcp * ncp } else { 0 };
                 let per = mcp * ncp * kslice + PACK * (mcp + ncp) * kslice + part;
-                let cost = tasks.div_ceil(threads).saturating_mul(per);
-                if cost < best.0 {
-                    best = (
-                        cost,
-                        Split {
-                            mc,
-                            nc,
-                            ks,
-                            shared: false,
-                        },
-                    );
-                }
-                if let Some(pack_all) = pack_all {
+                let own = tasks.div_ceil(threads).saturating_mul(per);
+                // Packing B up front instead: tasks read its panels rather than pack them.
+                let shared = pack_all.map(|all| {
                     let per = per - (PACK - READ) * ncp * kslice;
-                    let cost = tasks.div_ceil(threads).saturating_mul(per) + pack_all;
-                    if cost < best.0 {
-                        best = (
-                            cost,
-                            Split {
-                                mc,
-                                nc,
-                                ks,
-                                shared: true,
-                            },
-                        );
+                    tasks.div_ceil(threads).saturating_mul(per) + all
+                });
+                for (shared, cost) in [(false, Some(own)), (true, shared)] {
+                    match cost {
+                        Some(cost) if cost < best.0 => {
+                            best = (cost, Split { mc, nc, ks, shared });
+                        }
+                        _ => {}
                     }
                 }
             }
