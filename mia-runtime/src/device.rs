@@ -330,6 +330,7 @@ impl Device {
                 "pass `{}` was dispatched on the CPU device",
                 pass.label
             ))),
+            #[cfg(feature = "gpu")]
             Inner::Gpu(ctx) => ctx.dispatch(pass),
         }
     }
