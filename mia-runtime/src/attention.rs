@@ -750,11 +750,7 @@ const SPLIT_ROWS: usize = 16384;
 /// `MIA_ATTN_SPLIT=1` or `0` forces the key-split shaders on or off (to compare them).
 fn split_override() -> Option<bool> {
     static SPLIT: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
-    *SPLIT.get_or_init(|| match std::env::var("MIA_ATTN_SPLIT").ok()?.trim() {
-        "1" => Some(true),
-        "0" => Some(false),
-        _ => None,
-    })
+    *SPLIT.get_or_init(|| crate::rt::env_switch("MIA_ATTN_SPLIT"))
 }
 
 /// Threads per workgroup (the shaders' `WG`): one query row each, or one per key group.

@@ -237,8 +237,7 @@ impl Device {
         #[cfg(feature = "gpu")]
         if let Inner::Gpu(ctx) = &self.inner {
             static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-            let off =
-                *OFF.get_or_init(|| std::env::var("MIA_SUBGROUPS").is_ok_and(|v| v.trim() == "0"));
+            let off = *OFF.get_or_init(|| crate::rt::env_switch("MIA_SUBGROUPS") == Some(false));
             return !off && ctx.has(wgpu::Features::SUBGROUP);
         }
         false

@@ -74,11 +74,7 @@ pub fn force_shared_b(force: Option<bool>) {
 /// model, whose products cannot be forced one by one).
 fn shared_b_env() -> Option<bool> {
     static ENV: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
-    *ENV.get_or_init(|| match std::env::var("MIA_CPU_SHARED_B").ok()?.trim() {
-        "0" => Some(false),
-        "1" => Some(true),
-        _ => None,
-    })
+    *ENV.get_or_init(|| crate::rt::env_switch("MIA_CPU_SHARED_B"))
 }
 
 static FORCE_SHARED_B: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);

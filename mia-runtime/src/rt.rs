@@ -564,3 +564,14 @@ pub fn gpu_whole_bindings(label: &str, lens: &[usize], max_binding: u64) -> Resu
 }
 
 pub use crate::autotune::autotune;
+
+/// A `0`/`1` switch from the environment (`None` when unset or anything else): the switches
+/// that force one code path to compare it with another (`MIA_ATTN_SPLIT`, `MIA_CPU_SHARED_B`,
+/// `MIA_SUBGROUPS`). Callers read it once.
+pub(crate) fn env_switch(name: &str) -> Option<bool> {
+    match std::env::var(name).ok()?.trim() {
+        "0" => Some(false),
+        "1" => Some(true),
+        _ => None,
+    }
+}
