@@ -18,8 +18,9 @@ use std::fmt::Write;
 
 pub const WORKGROUP: u32 = 256;
 
-/// Padding of each row of the staged A tile, so the transposing store into it does not hit
-/// one memory bank from every lane.
+/// Padding of each row of the staged A and B tiles, so a transposing store into one (A stored
+/// row-major, or a B that is a transposed view such as a `[out, in]` weight) does not hit one
+/// memory bank from every lane.
 const PAD: u32 = 4;
 
 /// A matmul tiling: each workgroup computes a `bm × bn` output tile in steps of `bk`, each
@@ -62,7 +63,7 @@ impl Tile {
     }
     /// Floats of one step's staged tiles (A, then each B).
     fn stage(&self, products: usize) -> u32 {
-        self.bk * (self.bm + PAD) + products as u32 * self.bk * self.bn
+        self.bk * (self.bm + PAD) + products as u32 * self.bk * (self.bn + PAD)
     }
     pub fn name(&self) -> String {
         let split = if self.ks > 1 {
@@ -103,8 +104,10 @@ const fn tile(bm: u32, bn: u32, bk: u32, tm: u32, tn: u32, ks: u32, db: bool) ->
 /// (`128 × 384 × 1536`; the deeper one, over 16 KiB and 256 invocations, only where the
 /// adapter allows: `128 × 1536 × 384`), and short-and-wide (GEMV). The double-buffered ones
 /// exceed 16 KiB, so the first (the portable fallback) is not. Others measured on the H100
-/// (128 × 64 × 8, 64 × 128 × 8 and 64 × 64 × 8 with 8 × 8 blocks, 128 × 128 × 16,
-/// 32 × 64 × 16; 8 × 12 blocks, several times slower) never won.
+/// never won: 64 × 64 × 8 with 8 × 8 blocks, 128 × 128 × 16, 32 × 64 × 16, 8 × 12 blocks
+/// (several times slower), and on MiniLM's products at batch 32 (after the epilogue fix),
+/// 128 × 64 × 16 and 64 × 128 × 16 with 8 × 8 blocks (2x slower) and 64 × 64 × 16 with 8 × 4
+/// blocks, alone or split-K in two (10-25% slower than 4 × 4).
 pub const TILES: [Tile; 9] = [
     tile(128, 128, 8, 8, 8, 1, false),
     tile(64, 64, 16, 4, 4, 1, false),
@@ -567,8 +570,9 @@ impl Emitter<'_> {
         let (dm, dn, dk) = (lay.dim(mi), lay.dim(ni), lay.mm_k());
         let _ = writeln!(
             s,
-            "    const BM = {bm}u;\n    const BMP = {}u;\n    const BN = {bn}u;\n    const BK = {bk}u;\n    const TM = {tm}u;\n    const TN = {tn}u;\n    const KS = {ks}u;\n    const W = {w}u;\n    const TXN = BN / TN;\n    const TYN = BM / TM;\n    const TPK = TXN * TYN;\n    const BOFF = BK * BMP;\n    const STAGE = {stage}u;\n    let M = P[{dm}];\n    let N = P[{dn}];\n    let K = P[{dk}];\n    let tiles_n = (N + BN - 1u) / BN;\n    let tiles_m = (M + BM - 1u) / BM;\n    let tn0 = (wid % tiles_n) * BN;\n    let tm0 = ((wid / tiles_n) % tiles_m) * BM;",
+            "    const BM = {bm}u;\n    const BMP = {}u;\n    const BN = {bn}u;\n    const BNP = {}u;\n    const BK = {bk}u;\n    const TM = {tm}u;\n    const TN = {tn}u;\n    const KS = {ks}u;\n    const W = {w}u;\n    const TXN = BN / TN;\n    const TYN = BM / TM;\n    const TPK = TXN * TYN;\n    const BOFF = BK * BMP;\n    const STAGE = {stage}u;\n    let M = P[{dm}];\n    let N = P[{dn}];\n    let K = P[{dk}];\n    let tiles_n = (N + BN - 1u) / BN;\n    let tiles_m = (M + BM - 1u) / BM;\n    let tn0 = (wid % tiles_n) * BN;\n    let tm0 = ((wid / tiles_n) % tiles_m) * BM;",
             bm + PAD,
+            bn + PAD,
             stage = t.stage(nb)
         );
         let batch: Vec<usize> = (0..r - 2).collect();
@@ -690,8 +694,8 @@ impl Emitter<'_> {
                 "    for (var r = 0u; r < {lb}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        {}{{ {} = pb{j}[r]; }}\n    }}",
                 sb,
                 slot(&format!(
-                    "{half}BOFF + {}u + select(e, (e % BK) * BN + e / BK, bt{j})",
-                    j as u32 * bk * bn
+                    "{half}BOFF + {}u + select((e / BN) * BNP + e % BN, (e % BK) * BNP + e / BK, bt{j})",
+                    j as u32 * bk * (bn + PAD)
                 ))
             );
         }
@@ -708,10 +712,10 @@ impl Emitter<'_> {
             "ar[i]"
         };
         for j in 0..nb {
-            let off = j as u32 * bk * bn;
+            let off = j as u32 * bk * (bn + PAD);
             let _ = writeln!(
                 s,
-                "        var br{j}: array<{vty}, {}>;\n        for (var g = 0u; g < TN / W; g = g + 1u) {{ br{j}[g] = S[{halfw}(BOFF + {off}u + kk * BN) / W + g * TXN + tx]; }}\n        for (var i = 0u; i < TM; i = i + 1u) {{\n            let a = {a_of};\n            for (var g = 0u; g < TN / W; g = g + 1u) {{ acc{j}[i * (TN / W) + g] = fma(a, br{j}[g], acc{j}[i * (TN / W) + g]); }}\n        }}",
+                "        var br{j}: array<{vty}, {}>;\n        for (var g = 0u; g < TN / W; g = g + 1u) {{ br{j}[g] = S[{halfw}(BOFF + {off}u + kk * BNP) / W + g * TXN + tx]; }}\n        for (var i = 0u; i < TM; i = i + 1u) {{\n            let a = {a_of};\n            for (var g = 0u; g < TN / W; g = g + 1u) {{ acc{j}[i * (TN / W) + g] = fma(a, br{j}[g], acc{j}[i * (TN / W) + g]); }}\n        }}",
                 tn / w
             );
         }
@@ -746,19 +750,27 @@ impl Emitter<'_> {
             }
             let _ = writeln!(s, "    }}");
         }
-        let _ = writeln!(
-            s,
-            "    for (var i = 0u; i < TM; i = i + 1u) {{\n    for (var jj = 0u; jj < TN; jj = jj + 1u) {{\n    let i{mi} = tm0 + (i / W) * (TYN * W) + ty * W + i % W;\n    let i{ni} = tn0 + (jj / W) * (TXN * W) + tx * W + jj % W;\n    if (i{mi} < M && i{ni} < N) {{"
-        );
+        // The epilogue, once per element of the register block, unrolled here rather than
+        // in a loop: a loop whose body is large (a bias and GELU, 64 elements per invocation)
+        // is not unrolled by the driver, which then indexes the accumulators dynamically and
+        // moves them out of registers (measured on an H100: 10x slower 128 x 128 tiles).
+        let mut body = String::new();
         let axes: Vec<usize> = (0..r).collect();
-        self.bases(&axes, &mut s);
+        self.bases(&axes, &mut body);
         let targets: Vec<usize> = ir.stores.iter().map(|(_, v)| *v).collect();
         let insts = ir.needed(&targets, |_| true);
-        self.insts(&insts, None, &mut s);
+        self.insts(&insts, None, &mut body);
         for (k, (_, v)) in ir.stores.iter().enumerate() {
-            self.store(k, &format!("b{}", ir.loads.len() + k), *v, &mut s);
+            self.store(k, &format!("b{}", ir.loads.len() + k), *v, &mut body);
         }
-        let _ = writeln!(s, "    }}\n    }}\n    }}");
+        for i in 0..tm {
+            for jj in 0..tn {
+                let _ = writeln!(
+                    s,
+                    "    {{\n    let i = {i}u;\n    let jj = {jj}u;\n    let i{mi} = tm0 + (i / W) * (TYN * W) + ty * W + i % W;\n    let i{ni} = tn0 + (jj / W) * (TXN * W) + tx * W + jj % W;\n    if (i{mi} < M && i{ni} < N) {{\n{body}    }}\n    }}"
+                );
+            }
+        }
         s
     }
 
