@@ -74,8 +74,10 @@ pub struct GpuOperand<'a> {
 /// every row group of the query block passes over them. A multiple of every kernel's `NR`.
 const BC: usize = 64;
 /// Query rows per task, largest first: a multiple of every microkernel's `MR` (4, 6, 12);
-/// smaller when there are too few tasks for the threads.
-const ROW_BLOCKS: [usize; 3] = [48, 24, 12];
+/// smaller when there are too few tasks for the threads. A task packs every key block of its
+/// batch element once, so the largest blocks (a whole 128-token sequence per task, MiniLM at
+/// batch 32) pack least.
+const ROW_BLOCKS: [usize; 5] = [192, 96, 48, 24, 12];
 /// Below this many multiply-adds the whole call runs on the calling thread.
 const SERIAL_FLOPS: usize = 1 << 18;
 
@@ -723,17 +725,22 @@ macro_rules! variants {
 }
 
 /// The shaders by `[small][split][mask]`. Small: E, Ev ≤ 32 (MiniLM's heads), 8 vec4s of q
-/// and of o per thread, 64 keys per tile (workgroup memory 2 × 64 × 8 × 16 B = 16 KiB); else
-/// 16 vec4s (E, Ev chunks of 64), 32 keys per tile (2 × 32 × 16 × 16 B = 16 KiB). Split: four
-/// key groups of 32 rows each, for calls with too few rows to fill the device (one thread per
-/// row would leave most of it idle, and each row's keys would run in one long chain).
+/// and of o per thread; else 16 vec4s (E, Ev chunks of 64). A thread holds the scores of its
+/// share of a tile's keys (`BK / G`) in registers, so that share stays small: with 64 (small
+/// tiles of 64 keys, one row per thread) the driver moved the scores out of registers, and
+/// 384 × 128² × 32 took 176 µs against 72 µs with tiles of 32 or 16 keys (H100); inside
+/// MiniLM at batch 32 (with its mask) 16 keys took 0.51 ms per forward and 32 keys 0.56 ms.
+/// The large ones keep 32 keys: 16 was 27% slower at 16 × 4096² × 64. Split: four key groups
+/// of 32 rows each, for calls with too few rows to fill the device (one thread per row would
+/// leave most of it idle, and each row's keys would run in one long chain); its small tiles
+/// keep 64 keys (16 per thread).
 const WGSL: [[[&str; 2]; 2]; 2] = [
     [
         variants!(1, "lid", "0u", 16, 16, 32),
         variants!(4, "lid % BQ", "lid / BQ", 16, 16, 32),
     ],
     [
-        variants!(1, "lid", "0u", 8, 8, 64),
+        variants!(1, "lid", "0u", 8, 8, 16),
         variants!(4, "lid % BQ", "lid / BQ", 8, 8, 64),
     ],
 ];
