@@ -108,6 +108,12 @@ where
     tiled::<Portable, NB, F>(d, batches, a, b, &epi, force)
 }
 
+/// Whether tiles read `a` in place (row-major, no prologue) instead of packing it: see
+/// [`product`].
+fn reads_a_in_place(a: &Operand) -> bool {
+    a.pro.is_none() && a.cs == 1
+}
+
 /// Element offset of batch `bi` (row-major over `dims`) for `strides`.
 fn batch_offset(bi: usize, dims: &[usize], strides: &[usize]) -> usize {
     let mut rem = bi;
@@ -431,10 +437,19 @@ fn pack_b(
             // Stored transposed (a `[out, in]` weight used as `transpose(w, 0, 1)`): each
             // column is contiguous along the depth. Copied in 8 × 8 blocks, so the writes of a
             // block stay in 8 cache lines of the panel instead of sweeping all `kc` of them per
-            // column (2x slower products inside MiniLM, whose every weight is transposed).
+            // column (2x slower products inside MiniLM, whose every weight is transposed);
+            // whole blocks are transposed in AVX registers (element by element, packing took
+            // longer than the products at M = 128: a third of a MiniLM forward at batch 1).
             for c0 in (0..cols).step_by(8) {
                 for q0 in (0..kc).step_by(8) {
                     let qn = (kc - q0).min(8);
+                    #[cfg(target_arch = "x86_64")]
+                    if qn == 8 && c0 + 8 <= cols && crate::rt::has_avx2_fma() {
+                        let base = off + p0 + q0 + (col0 + c0) * cs;
+                        let dst = &mut panel[q0 * nr + c0..];
+                        transpose8(&src[base..], cs, dst, nr);
+                        continue;
+                    }
                     for c in c0..(c0 + 8).min(cols) {
                         let base = off + p0 + q0 + (col0 + c) * cs;
                         for (q, &v) in src[base..base + qn].iter().enumerate() {
@@ -451,6 +466,55 @@ fn pack_b(
                 }
             }
         }
+    }
+}
+
+/// `dst[j·ldd + i] = src[i·lds + j]` for an 8 × 8 block (`i`, `j` < 8), through AVX registers.
+/// Panics if either block reaches past its slice.
+#[cfg(target_arch = "x86_64")]
+fn transpose8(src: &[f32], lds: usize, dst: &mut [f32], ldd: usize) {
+    assert!(
+        src.len() >= 7 * lds + 8 && dst.len() >= 7 * ldd + 8,
+        "transpose8: block out of range"
+    );
+    assert!(crate::rt::has_avx2_fma(), "transpose8 needs AVX");
+    // SAFETY: AVX is present (checked above) and every load and store is in range.
+    unsafe { transpose8_avx(src.as_ptr(), lds, dst.as_mut_ptr(), ldd) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose8_avx(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+    use std::arch::x86_64::*;
+    let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * lds)));
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    let out = [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ];
+    for (j, v) in out.into_iter().enumerate() {
+        _mm256_storeu_ps(dst.add(j * ldd), v);
     }
 }
 
@@ -480,14 +544,17 @@ fn split(
     (mr, nr): (usize, usize),
     threads: usize,
     shared_b: Option<usize>,
+    pack_a: bool,
 ) -> Split {
     /// Packing one element costs about this many multiply-adds (a vector FMA does 8 to 16 a
     /// cycle, packing moves about one element a cycle).
     const PACK: usize = 8;
     /// Writing, re-reading and summing one element of a partial tile.
     const PART: usize = 8;
-    /// The extra parallel pass of packing B up front (a synchronisation), in multiply-adds.
-    const SHARED: usize = 1 << 16;
+    /// An extra parallel phase (packing B up front, or summing the depth slices): a fork and
+    /// join of every thread, in multiply-adds. Measured on a 16-thread Xeon VM, a phase costs
+    /// 30 to 40 µs, which at M = 128 is as much as a third of the product.
+    const SYNC: usize = 1 << 19;
     /// Reading one element of B packed up front, from L3 where a tile's own packed block
     /// would be in L2: this keeps tiles tall, so that each B block read serves many rows.
     const READ: usize = 4;
@@ -502,7 +569,7 @@ fn split(
     );
     // Packing all of B once, spread over the threads.
     let pack_all =
-        shared_b.map(|nbb| (PACK * nbb * d.n.div_ceil(nr) * nr * d.k).div_ceil(threads) + SHARED);
+        shared_b.map(|nbb| (PACK * nbb * d.n.div_ceil(nr) * nr * d.k).div_ceil(threads) + SYNC);
     for mc in [MC, 96, 48, 24] {
         for nc in [NC, 256, 128, 64, 32].into_iter().filter(|&nc| nc >= nr) {
             let tiles = batches * d.m.div_ceil(mc) * d.n.div_ceil(nc);
@@ -518,12 +585,14 @@ fn split(
                 let ncp = d.n.min(nc).div_ceil(nr) * nr;
                 let tasks = tiles * ks;
                 let part = if ks > 1 { PART * mcp * ncp } else { 0 };
-                let per = mcp * ncp * kslice + PACK * (mcp + ncp) * kslice + part;
-                let own = tasks.div_ceil(threads).saturating_mul(per);
+                let sync = if ks > 1 { SYNC } else { 0 };
+                let a_cost = if pack_a { PACK } else { READ };
+                let per = mcp * ncp * kslice + (a_cost * mcp + PACK * ncp) * kslice + part;
+                let own = tasks.div_ceil(threads).saturating_mul(per) + sync;
                 // Packing B up front instead: tasks read its panels rather than pack them.
                 let shared = pack_all.map(|all| {
                     let per = per - (PACK - READ) * ncp * kslice;
-                    tasks.div_ceil(threads).saturating_mul(per) + all
+                    tasks.div_ceil(threads).saturating_mul(per) + sync + all
                 });
                 for (shared, cost) in [(false, Some(own)), (true, shared)] {
                     match cost {
@@ -662,6 +731,7 @@ fn tiled<K: Micro, const NB: usize, F>(
         (K::MR, K::NR),
         threads,
         shared_len.map(|_| nbb),
+        !reads_a_in_place(&a),
     );
     if force_shared == Some(true) && shared_len.is_some() {
         sp.shared = true;
@@ -804,9 +874,17 @@ fn product<K: Micro, const NB: usize>(
         }
         let (pa, pbuf) = s.split_at_mut(mcp * kcmax);
         let aoff = batch_offset(bi, d.batch, a.batch_strides);
+        // A stored row-major is read in place, whole `MR`-row panels of it: packing it would
+        // cost as much as the products when a tile is narrow (M = 128 tokens over 16 threads:
+        // tiles 32 columns wide, each packing all of A). The rows past the last whole panel,
+        // and any other layout or a prologue, are packed.
+        let direct = if reads_a_in_place(a) { mc / K::MR } else { 0 };
         for p0 in (k0..k1).step_by(KC) {
             let kc = (k1 - p0).min(KC);
-            pack_a(pa, K::MR, a, (bi, aoff), (i0, mc), (p0, kc));
+            let i1 = i0 + direct * K::MR;
+            if i1 < i0 + mc {
+                pack_a(pa, K::MR, a, (bi, aoff), (i1, i0 + mc - i1), (p0, kc));
+            }
             for (j, bj) in b.iter().enumerate() {
                 let panels: &[f32] = match pb {
                     Some(pb) => pb.block(NB, (bi, j), (p0, kc), (j0, ncp)),
@@ -822,9 +900,16 @@ fn product<K: Micro, const NB: usize>(
                     .take(ncp / K::NR)
                     .enumerate()
                 {
-                    for (pi, apanel) in pa.chunks_exact(K::MR * kc).take(mcp / K::MR).enumerate() {
+                    for pi in 0..mcp / K::MR {
                         let c = &mut tile[pi * K::MR * ldc + pj * K::NR..];
-                        K::run::<true>(kc, apanel, 0, bpanel, K::NR, c, ldc, p0 > k0);
+                        if pi < direct {
+                            let at = aoff + (i0 + pi * K::MR) * a.rs + p0;
+                            let rows = &a.data[at..];
+                            K::run::<false>(kc, rows, a.rs, bpanel, K::NR, c, ldc, p0 > k0);
+                        } else {
+                            let apanel = &pa[(pi - direct) * K::MR * kc..][..K::MR * kc];
+                            K::run::<true>(kc, apanel, 0, bpanel, K::NR, c, ldc, p0 > k0);
+                        }
                     }
                 }
             }
@@ -939,6 +1024,23 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn transpose8_transposes() {
+        if !crate::rt::has_avx2_fma() {
+            return;
+        }
+        let (lds, ldd) = (11, 13);
+        let src: Vec<f32> = (0..7 * lds + 8).map(|i| i as f32).collect();
+        let mut dst = vec![f32::NAN; 7 * ldd + 8];
+        transpose8(&src, lds, &mut dst, ldd);
+        for i in 0..8 {
+            for j in 0..8 {
+                assert_eq!(dst[j * ldd + i], src[i * lds + j], "({i}, {j})");
+            }
+        }
+    }
+
     /// `[batch, m, k] · [k, n]` twice (`NB = 2`): B broadcast over the batch, and its negation
     /// computed by a prologue; A and the first B read transposed when `at`; through
     /// microkernel `K`, B packed per tile or once for the call (`shared`); checked against
@@ -1052,7 +1154,7 @@ mod tests {
                 n: 50,
                 k: 1000,
             };
-            assert!(split(&d, 1, (12, 32), 16, None).ks > 1);
+            assert!(split(&d, 1, (12, 32), 16, None, true).ks > 1);
             all::<Portable>();
             #[cfg(target_arch = "x86_64")]
             if crate::rt::has_avx2_fma() {
@@ -1074,9 +1176,9 @@ mod tests {
             n: 384,
             k: 1536,
         };
-        assert_eq!(split(&d, 1, (12, 32), 16, None).ks, 1);
+        assert_eq!(split(&d, 1, (12, 32), 16, None, true).ks, 1);
         for threads in [2, 16] {
-            let s = split(&d, 1, (12, 32), threads, Some(1));
+            let s = split(&d, 1, (12, 32), threads, Some(1), true);
             assert!(s.ks == 1 && s.shared, "{s:?}");
         }
         let d = Dims {
@@ -1085,9 +1187,9 @@ mod tests {
             n: 384,
             k: 1536,
         };
-        assert!(split(&d, 1, (12, 32), 16, None).ks > 1);
+        assert!(split(&d, 1, (12, 32), 16, None, true).ks > 1);
         for threads in [2, 16] {
-            assert!(!split(&d, 1, (12, 32), threads, Some(1)).shared);
+            assert!(!split(&d, 1, (12, 32), threads, Some(1), true).shared);
         }
     }
 }
