@@ -1,7 +1,8 @@
 //! The CPU matrix-product engine behind `matmul` passes: BLIS-style packing of B into panels
-//! (A is read in place when row-major, packed otherwise), a register-blocked microkernel (12×32 with AVX-512, 6×16 with AVX2+FMA, chosen at run
-//! time; 4×8 portable otherwise), rayon over output tiles (and over slices of the depth when
-//! there are too few tiles for the threads), and the kernel's epilogue applied to each tile
+//! (A is read in place when row-major, packed otherwise), a register-blocked microkernel
+//! (12×32 with AVX-512, 6×16 with AVX2+FMA, chosen at run time; 4×8 portable otherwise),
+//! rayon over output tiles (and over slices of the depth when there are too few tiles for
+//! the threads), and the kernel's epilogue applied to each tile
 //! row while the tile is still in cache. When many row tiles would each pack the same B
 //! blocks (M = 4096 tokens against a weight), B is packed once per call and shared. `M = 1`
 //! (decoding) takes a GEMV path without packing.
