@@ -580,34 +580,18 @@ fn attention_matches_f64() {
                 TOL,
             );
         }
-        // Two sentences, the second padded after 5 of 8 keys.
-        let (b, h, t, e) = (2, 3, 8, 16);
-        let shape = [b, h, t, e];
-        let (q, k, v) = (
-            data(&mut rng, &shape),
-            data(&mut rng, &shape),
-            data(&mut rng, &shape),
-        );
-        let mut mask = vec![0.0f32; b * t];
-        for m in &mut mask[t + 5..] {
-            *m = -1e4;
-        }
-        let scale = 0.25f32;
-        let scores = Arr::new(&shape, &q)
-            .matmul(&Arr::new(&shape, &k).transpose(-1, -2))
-            .map(|x| x * scale as f64)
-            .add(&Arr::new(&[b, 1, 1, t], &mask));
-        let want = scores.softmax(-1).matmul(&Arr::new(&shape, &v));
+        let p = Padded::new(&mut rng, 8);
+        let want = p.scores.softmax(-1).matmul(&Arr::new(&p.ks, &p.v));
         let got = fetch(
             "attention_masked",
             mia_kernels::attention_masked(
-                &tensor(&dev, &shape, &q),
-                &tensor(&dev, &shape, &k),
-                &tensor(&dev, &shape, &v),
-                &tensor(&dev, &[b, 1, 1, t], &mask),
-                scale,
+                &tensor(&dev, &p.qs, &p.q),
+                &tensor(&dev, &p.ks, &p.k),
+                &tensor(&dev, &p.ks, &p.v),
+                &tensor(&dev, &p.mask_shape, &p.mask),
+                Padded::SCALE,
             ),
-            &shape,
+            &p.qs,
         );
         check("attention with padding mask", &dev, &got, &want, TOL);
     }
@@ -622,6 +606,48 @@ fn attention_matches_f64() {
             matches!(plan.passes[0].kind, PassKind::Attention { .. }),
             "{plan}"
         );
+    }
+}
+
+/// A padded batch for the masked attentions: two sentences of 8 keys, the second padded
+/// after 5 (mask -1e4), 3 heads of 16, and `t` queries; `scores` is the float64
+/// `SCALE · Q·Kᵀ + mask`.
+struct Padded {
+    qs: [usize; 4],
+    ks: [usize; 4],
+    mask_shape: [usize; 4],
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    mask: Vec<f32>,
+    scores: Arr,
+}
+
+impl Padded {
+    const SCALE: f32 = 0.25;
+
+    fn new(rng: &mut rand::rngs::StdRng, t: usize) -> Padded {
+        let (b, h, s, e) = (2, 3, 8, 16);
+        let (qs, ks, mask_shape) = ([b, h, t, e], [b, h, s, e], [b, 1, 1, s]);
+        let (q, k, v) = (data(rng, &qs), data(rng, &ks), data(rng, &ks));
+        let mut mask = vec![0.0f32; b * s];
+        for m in &mut mask[s + 5..] {
+            *m = -1e4;
+        }
+        let scores = Arr::new(&qs, &q)
+            .matmul(&Arr::new(&ks, &k).transpose(-1, -2))
+            .map(|x| x * Self::SCALE as f64)
+            .add(&Arr::new(&mask_shape, &mask));
+        Padded {
+            qs,
+            ks,
+            mask_shape,
+            q,
+            k,
+            v,
+            mask,
+            scores,
+        }
     }
 }
 
@@ -783,34 +809,21 @@ fn causal_attention_matches_f64() {
             );
             check(&format!("causal unfused {what}"), &dev, &got, &want, TOL);
         }
-        // Two sentences, the second padded after 5 of 8 keys; T = 6 queries (the last six).
-        let (b, h, t, s, e) = (2, 3, 6, 8, 16);
-        let (qs, ks) = ([b, h, t, e], [b, h, s, e]);
-        let (q, k, v) = (
-            data(&mut rng, &qs),
-            data(&mut rng, &ks),
-            data(&mut rng, &ks),
-        );
-        let mut mask = vec![0.0f32; b * s];
-        for m in &mut mask[s + 5..] {
-            *m = -1e4;
-        }
-        let scale = 0.25f32;
-        let scores = Arr::new(&qs, &q)
-            .matmul(&Arr::new(&ks, &k).transpose(-1, -2))
-            .map(|x| x * scale as f64)
-            .add(&Arr::new(&[b, 1, 1, s], &mask));
-        let want = causal_ref(&scores).softmax(-1).matmul(&Arr::new(&ks, &v));
+        // T = 6 queries (the last six of the 8 keys).
+        let p = Padded::new(&mut rng, 6);
+        let want = causal_ref(&p.scores)
+            .softmax(-1)
+            .matmul(&Arr::new(&p.ks, &p.v));
         let got = fetch(
             "attention_causal_masked",
             mia_kernels::attention_causal_masked(
-                &tensor(&dev, &qs, &q),
-                &tensor(&dev, &ks, &k),
-                &tensor(&dev, &ks, &v),
-                &tensor(&dev, &[b, 1, 1, s], &mask),
-                scale,
+                &tensor(&dev, &p.qs, &p.q),
+                &tensor(&dev, &p.ks, &p.k),
+                &tensor(&dev, &p.ks, &p.v),
+                &tensor(&dev, &p.mask_shape, &p.mask),
+                Padded::SCALE,
             ),
-            &qs,
+            &p.qs,
         );
         check("causal attention with padding mask", &dev, &got, &want, TOL);
         // `causal` outside an attention: its own pass, -inf exactly where masked.

@@ -105,7 +105,8 @@ const fn tile(bm: u32, bn: u32, bk: u32, tm: u32, tn: u32, ks: u32, db: bool) ->
 /// adapter allows: `128 × 1536 × 384`), and short-and-wide (GEMV). The double-buffered ones
 /// exceed 16 KiB, so the first (the portable fallback) is not. Others measured on the H100
 /// never won: 64 × 64 × 8 with 8 × 8 blocks, 128 × 128 × 16, 32 × 64 × 16, 8 × 12 blocks
-/// (several times slower), and on MiniLM's products at batch 32 (after the epilogue fix),
+/// (128 × 192: 10–20× slower, also after the epilogue fix), and on MiniLM's products at
+/// batch 32 (after the epilogue fix),
 /// 128 × 64 × 16 and 64 × 128 × 16 with 8 × 8 blocks (2x slower) and 64 × 64 × 16 with 8 × 4
 /// blocks, alone or split-K in two (10-25% slower than 4 × 4).
 pub const TILES: [Tile; 9] = [

@@ -928,28 +928,30 @@ where
     const COLS: usize = 256;
     let nt = d.n.div_ceil(COLS);
     let tasks = batches * nt;
+    // A's rows with their prologue applied, once per batch element rather than once per task.
+    let mut rows = Vec::new();
+    if let Some(pro) = a.pro {
+        rows = vec![0.0f32; batches * d.k];
+        for bi in 0..batches {
+            pro(bi, 0, 0, &mut rows[bi * d.k..(bi + 1) * d.k]);
+        }
+    }
     let task = |t: usize| {
         let (bi, j0) = (t / nt, (t % nt) * COLS);
         let ncols = (d.n - j0).min(COLS);
         let mut acc = [[0.0f32; COLS]; NB];
-        let mut aoff = batch_offset(bi, d.batch, a.batch_strides);
-        // A's row with its prologue applied, once per task.
-        let row;
-        let a = match a.pro {
-            Some(pro) => {
-                let mut r = vec![0.0f32; d.k];
-                pro(bi, 0, 0, &mut r);
-                row = r;
-                aoff = 0;
+        let (a, aoff) = match a.pro {
+            Some(_) => (
                 Operand {
-                    data: &row,
+                    data: &rows[bi * d.k..(bi + 1) * d.k],
                     batch_strides: &[],
                     rs: 0,
                     cs: 1,
                     pro: None,
-                }
-            }
-            None => a,
+                },
+                0,
+            ),
+            None => (a, batch_offset(bi, d.batch, a.batch_strides)),
         };
         for (j, bj) in b.iter().enumerate() {
             let boff = batch_offset(bi, d.batch, bj.batch_strides) + j0 * bj.cs;
