@@ -582,17 +582,7 @@ fn attention_matches_f64() {
         }
         let p = Padded::new(&mut rng, 8);
         let want = p.scores.softmax(-1).matmul(&Arr::new(&p.ks, &p.v));
-        let got = fetch(
-            "attention_masked",
-            mia_kernels::attention_masked(
-                &tensor(&dev, &p.qs, &p.q),
-                &tensor(&dev, &p.ks, &p.k),
-                &tensor(&dev, &p.ks, &p.v),
-                &tensor(&dev, &p.mask_shape, &p.mask),
-                Padded::SCALE,
-            ),
-            &p.qs,
-        );
+        let got = p.run(&dev, "attention_masked", mia_kernels::attention_masked);
         check("attention with padding mask", &dev, &got, &want, TOL);
     }
     // Recognised as flash attention: one dispatch, no scores in memory.
@@ -648,6 +638,29 @@ impl Padded {
             mask,
             scores,
         }
+    }
+
+    /// `kernel(q, k, v, mask, SCALE)` on `dev`, fetched.
+    fn run(
+        &self,
+        dev: &Device,
+        what: &str,
+        kernel: impl Fn(
+            &Tensor<f32>,
+            &Tensor<f32>,
+            &Tensor<f32>,
+            &Tensor<f32>,
+            f32,
+        ) -> Result<Tensor<f32>, Error>,
+    ) -> Vec<f32> {
+        let out = kernel(
+            &tensor(dev, &self.qs, &self.q),
+            &tensor(dev, &self.ks, &self.k),
+            &tensor(dev, &self.ks, &self.v),
+            &tensor(dev, &self.mask_shape, &self.mask),
+            Self::SCALE,
+        );
+        fetch(what, out, &self.qs)
     }
 }
 
@@ -814,16 +827,10 @@ fn causal_attention_matches_f64() {
         let want = causal_ref(&p.scores)
             .softmax(-1)
             .matmul(&Arr::new(&p.ks, &p.v));
-        let got = fetch(
+        let got = p.run(
+            &dev,
             "attention_causal_masked",
-            mia_kernels::attention_causal_masked(
-                &tensor(&dev, &p.qs, &p.q),
-                &tensor(&dev, &p.ks, &p.k),
-                &tensor(&dev, &p.ks, &p.v),
-                &tensor(&dev, &p.mask_shape, &p.mask),
-                Padded::SCALE,
-            ),
-            &p.qs,
+            mia_kernels::attention_causal_masked,
         );
         check("causal attention with padding mask", &dev, &got, &want, TOL);
         // `causal` outside an attention: its own pass, -inf exactly where masked.
