@@ -767,13 +767,17 @@ impl Emitter<'_> {
         for (k, (_, v)) in ir.stores.iter().enumerate() {
             self.store(k, &format!("b{}", ir.loads.len() + k), *v, &mut body);
         }
+        // Element (i, jj) of the block, in bounds only.
+        let element = format!(
+            "    let i{mi} = tm0 + (i / W) * (TYN * W) + ty * W + i % W;\n    let i{ni} = tn0 + (jj / W) * (TXN * W) + tx * W + jj % W;\n    if (i{mi} < M && i{ni} < N) {{\n{body}    }}\n"
+        );
         if insts
             .iter()
             .all(|&i| matches!(ir.insts[i].op, InstOp::Acc(_)))
         {
             let _ = writeln!(
                 s,
-                "    for (var i = 0u; i < TM; i = i + 1u) {{\n    for (var jj = 0u; jj < TN; jj = jj + 1u) {{\n    let i{mi} = tm0 + (i / W) * (TYN * W) + ty * W + i % W;\n    let i{ni} = tn0 + (jj / W) * (TXN * W) + tx * W + jj % W;\n    if (i{mi} < M && i{ni} < N) {{\n{body}    }}\n    }}\n    }}"
+                "    for (var i = 0u; i < TM; i = i + 1u) {{\n    for (var jj = 0u; jj < TN; jj = jj + 1u) {{\n{element}    }}\n    }}"
             );
             return s;
         }
@@ -781,7 +785,7 @@ impl Emitter<'_> {
             for jj in 0..tn {
                 let _ = writeln!(
                     s,
-                    "    {{\n    let i = {i}u;\n    let jj = {jj}u;\n    let i{mi} = tm0 + (i / W) * (TYN * W) + ty * W + i % W;\n    let i{ni} = tn0 + (jj / W) * (TXN * W) + tx * W + jj % W;\n    if (i{mi} < M && i{ni} < N) {{\n{body}    }}\n    }}"
+                    "    {{\n    let i = {i}u;\n    let jj = {jj}u;\n{element}    }}"
                 );
             }
         }

@@ -181,22 +181,21 @@ pub(crate) fn compile(func: &syn::ItemFn, opts: &Options) -> Result<TokenStream,
             },
         })
         .collect();
-    let mut vec4_forms = Vec::new();
-    for (p, ir) in passes.iter().enumerate() {
-        vec4_forms.push((!ir.is_library() && emit_wgsl::vec4_eligible(ir)).then(|| {
-            shaders.push(shader(p, ir, Form::Vec4));
-            shaders.len() - 1
-        }));
-    }
-    let mut subgroup_forms = Vec::new();
-    for (p, ir) in passes.iter().enumerate() {
-        subgroup_forms.push(
-            (!ir.is_library() && emit_wgsl::subgroup_eligible(ir)).then(|| {
-                shaders.push(shader(p, ir, Form::Subgroups));
-                shaders.len() - 1
-            }),
-        );
-    }
+    // Per pass, the index in `shaders` of its `form`, for the passes `eligible` for it.
+    let mut extra_form = |form: Form, eligible: fn(&PassIr) -> bool| -> Vec<Option<usize>> {
+        passes
+            .iter()
+            .enumerate()
+            .map(|(p, ir)| {
+                (!ir.is_library() && eligible(ir)).then(|| {
+                    shaders.push(shader(p, ir, form));
+                    shaders.len() - 1
+                })
+            })
+            .collect()
+    };
+    let vec4_forms = extra_form(Form::Vec4, emit_wgsl::vec4_eligible);
+    let subgroup_forms = extra_form(Form::Subgroups, emit_wgsl::subgroup_eligible);
     let mut tile_forms = Vec::new();
     for (p, ir) in passes.iter().enumerate() {
         let mut forms = Vec::new();
