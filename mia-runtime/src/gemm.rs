@@ -928,12 +928,16 @@ where
     const COLS: usize = 256;
     let nt = d.n.div_ceil(COLS);
     let tasks = batches * nt;
+    let serial = tasks == 1 || d.n * d.k * batches < SERIAL_FLOPS;
     // A's rows with their prologue applied, once per batch element rather than once per task.
     let mut rows = Vec::new();
-    if let Some(pro) = a.pro {
+    if let (Some(pro), true) = (a.pro, d.k > 0) {
         rows = vec![0.0f32; batches * d.k];
-        for bi in 0..batches {
-            pro(bi, 0, 0, &mut rows[bi * d.k..(bi + 1) * d.k]);
+        let row = |(bi, r): (usize, &mut [f32])| pro(bi, 0, 0, r);
+        if serial {
+            rows.chunks_mut(d.k).enumerate().for_each(row);
+        } else {
+            rows.par_chunks_mut(d.k).enumerate().for_each(row);
         }
     }
     let task = |t: usize| {
@@ -967,7 +971,7 @@ where
         let accs: [&[f32]; NB] = std::array::from_fn(|j| &acc[j][..ncols]);
         epi(bi, 0, j0, &accs);
     };
-    if tasks == 1 || d.n * d.k * batches < SERIAL_FLOPS {
+    if serial {
         (0..tasks).for_each(task);
     } else {
         (0..tasks).into_par_iter().for_each(task);
