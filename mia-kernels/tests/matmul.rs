@@ -886,3 +886,88 @@ fn causal_attention_matches_f64() {
     let p = causal_softmax::plan();
     assert_eq!(p.dispatches(), 3, "{p}");
 }
+
+/// Heads merged back after attention (`[B, 3, T, 5] -> [B, T, 15]`), then projected, as in a
+/// transformer layer: the attention pass writes its output transposed, with no copy pass.
+#[kernel]
+fn attn_merge_heads(
+    q: Tensor<f32, B, 3, T, 5>,
+    k: Tensor<f32, B, 3, S, 5>,
+    v: Tensor<f32, B, 3, S, 5>,
+    w: Tensor<f32, 15, N>,
+) -> Tensor<f32, B, T, N> {
+    let ctx = matmul(softmax(matmul(q, transpose(k, -1, -2)) * 0.5, -1), v);
+    matmul(reshape(transpose(ctx, 1, 2), [B, T, 15]), w)
+}
+/// The merged heads returned: the attention stores them transposed, one copy makes the
+/// output (which is a reshape of them).
+#[kernel]
+fn attn_merged(
+    q: Tensor<f32, B, 3, T, 5>,
+    k: Tensor<f32, B, 3, S, 5>,
+    v: Tensor<f32, B, 3, S, 5>,
+) -> Tensor<f32, B, T, 15> {
+    let ctx = matmul(softmax(matmul(q, transpose(k, -1, -2)) * 0.5, -1), v);
+    reshape(transpose(ctx, 1, 2), [B, T, 15])
+}
+
+#[test]
+fn attention_stores_merged_heads() {
+    let _g = serial();
+    let mut rng = rng(9);
+    for dev in devices() {
+        for &(b, t, s, n) in &[(1, 1, 1, 1), (2, 7, 9, 4), (3, 33, 17, 6), (1, 64, 130, 3)] {
+            let (qs, ks) = ([b, 3, t, 5], [b, 3, s, 5]);
+            let (q, k, v, w) = (
+                data(&mut rng, &qs),
+                data(&mut rng, &ks),
+                data(&mut rng, &ks),
+                data(&mut rng, &[15, n]),
+            );
+            let merged = Arr::new(&qs, &q)
+                .matmul(&Arr::new(&ks, &k).transpose(-1, -2))
+                .map(|x| x * 0.5)
+                .softmax(-1)
+                .matmul(&Arr::new(&ks, &v))
+                .transpose(1, 2)
+                .reshape(&[b, t, 15]);
+            let want = merged.matmul(&Arr::new(&[15, n], &w));
+            let (qt, kt, vt) = (
+                tensor(&dev, &qs, &q),
+                tensor(&dev, &ks, &k),
+                tensor(&dev, &ks, &v),
+            );
+            let got = fetch(
+                "attn_merge_heads",
+                attn_merge_heads(&qt, &kt, &vt, &tensor(&dev, &[15, n], &w)),
+                &[b, t, n],
+            );
+            check(
+                &format!("heads merged, projected, {b}x{t}x{s}x{n}"),
+                &dev,
+                &got,
+                &want,
+                TOL,
+            );
+            let got = fetch("attn_merged", attn_merged(&qt, &kt, &vt), &[b, t, 15]);
+            check(
+                &format!("heads merged {b}x{t}x{s}"),
+                &dev,
+                &got,
+                &merged,
+                TOL,
+            );
+        }
+    }
+    // Attention, then the product reading the merged heads as a view: no copy pass.
+    let p = attn_merge_heads::plan();
+    assert_eq!(p.dispatches(), 2, "{p}");
+    assert!(
+        matches!(p.passes[0].kind, PassKind::Attention { .. }),
+        "{p}"
+    );
+    assert!(matches!(p.passes[1].kind, PassKind::MatMul { .. }), "{p}");
+    // Attention storing the transpose, then the output's copy (it was three passes).
+    let p = attn_merged::plan();
+    assert_eq!(p.dispatches(), 2, "{p}");
+}

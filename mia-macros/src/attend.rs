@@ -18,7 +18,8 @@
 use crate::graph::{BinOp, Graph, NodeId, Op, RedOp, UnOp};
 use std::collections::{BTreeSet, HashMap};
 
-/// One recognised attention. Its pass stores `root` (the `P · V` product).
+/// One recognised attention. Its pass stores `root` (the `P · V` product), or the transpose
+/// of it named in `store`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Attention {
     pub root: NodeId,
@@ -36,9 +37,26 @@ pub struct Attention {
     pub causal: bool,
     /// Nodes the pass computes internally (never materialized).
     pub inner: BTreeSet<NodeId>,
+    /// `transpose(root, i, j)`, when the pass stores that instead of `root` (set by `fuse`:
+    /// heads merged back, `[B, H, T, D] -> [B, T, H, D]`, are written in place, no copy).
+    pub store: Option<(NodeId, usize, usize)>,
 }
 
 impl Attention {
+    /// The node whose buffer the pass writes.
+    pub fn stored(&self) -> NodeId {
+        self.store.map_or(self.root, |(t, _, _)| t)
+    }
+
+    /// The stored buffer's axis that holds axis `k` of the product.
+    pub fn stored_axis(&self, k: usize) -> usize {
+        match self.store {
+            Some((_, i, j)) if k == i => j,
+            Some((_, i, j)) if k == j => i,
+            _ => k,
+        }
+    }
+
     /// The nodes the pass reads from memory.
     pub fn operands(&self) -> Vec<NodeId> {
         let mut v = vec![self.q, self.kt, self.v];
@@ -142,6 +160,7 @@ fn matches(g: &Graph, root: NodeId, users: &dyn Fn(NodeId) -> usize) -> Option<A
         scale: s.scale,
         causal: s.causal,
         inner,
+        store: None,
     })
 }
 

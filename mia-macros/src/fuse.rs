@@ -15,7 +15,8 @@
 //! operands are read from memory (views included) or computed elementwise from it as their
 //! tiles load (a [`prologue`]); other computed operands are materialized.
 //! Attention (see [`crate::attend`]) is one pass of its own: the scores, softmax and both
-//! products never touch memory.
+//! products never touch memory, and when its result is only read transposed from memory
+//! (heads merged back before a reshape) it writes that transpose directly.
 
 use crate::ast::{DType, Dim};
 use crate::attend::{self, Attention};
@@ -225,7 +226,35 @@ fn layout_temps(g: &Graph, live: &[NodeId], attn: &[Attention]) -> BTreeSet<Node
 /// Whether `n` is computed by a pass of its own kind (attention, gather, causal), never fused.
 /// (A causal inside an attention is never a root: only the attention's root is stored.)
 fn own_pass(g: &Graph, n: NodeId, attn: &[Attention]) -> bool {
-    matches!(g.node(n).op, Op::Gather(..) | Op::Causal(_)) || attn.iter().any(|a| a.root == n)
+    matches!(g.node(n).op, Op::Gather(..) | Op::Causal(_))
+        || attn.iter().any(|a| a.root == n || a.stored() == n)
+}
+
+/// An attention whose product is read only by a transpose that is stored anyway (a reshape
+/// reads it, as when heads merge back: `reshape(transpose(ctx, 1, 2), [B, T, H·D])`) writes
+/// that transpose itself through permuted strides, instead of storing the product for a copy
+/// pass to transpose.
+fn store_transposed(
+    g: &Graph,
+    live: &[NodeId],
+    attn: &mut [Attention],
+    temps: &mut BTreeSet<NodeId>,
+) {
+    for a in attn {
+        let mut users = live
+            .iter()
+            .copied()
+            .filter(|&u| g.node(u).operands().contains(&a.root));
+        let (Some(t), None) = (users.next(), users.next()) else {
+            continue;
+        };
+        if let Op::Transpose(i, j, _) = g.node(t).op {
+            if temps.contains(&t) && !g.outputs.contains(&a.root) && !g.outputs.contains(&t) {
+                temps.remove(&a.root);
+                a.store = Some((t, i, j));
+            }
+        }
+    }
 }
 
 /// Products sharing one matmul pass at most: each needs its own accumulators (registers) and
@@ -241,8 +270,10 @@ fn joins_matmul(g: &Graph, n: NodeId, key: &Domain) -> bool {
 }
 
 pub fn fuse(g: &Graph) -> Fused {
-    let attn = attend::find(g);
-    let mut temps = layout_temps(g, &g.live(), &attn);
+    let mut attn = attend::find(g);
+    let live = g.live();
+    let mut temps = layout_temps(g, &live, &attn);
+    store_transposed(g, &live, &mut attn, &mut temps);
     loop {
         let mut changed = false;
         let roots: Vec<(NodeId, Vec<Dim>)> = g
@@ -349,7 +380,7 @@ fn plan(g: &Graph, temps: &BTreeSet<NodeId>, attentions: Vec<Attention>, merge: 
         if kind == BufKind::Temp {
             level_of.insert(node, level);
         }
-        let domain = match attentions.iter().find(|a| a.root == node) {
+        let domain = match attentions.iter().find(|a| a.stored() == node) {
             Some(a) => Domain::Attention(Box::new(a.clone())),
             None if matches!(g.node(node).op, Op::Gather(..)) => Domain::Gather(shape.clone()),
             None if matches!(g.node(node).op, Op::Causal(_)) => Domain::Causal(shape.clone()),

@@ -658,12 +658,14 @@ impl Lowerer<'_> {
             let acc = self.batched(m, 2, 1);
             self.ir.loads.push(acc);
         }
-        let shape = self.f.buffers[out].shape.clone();
-        let st = contiguous(&shape);
+        // The product's axis k is the stored buffer's axis k, or its swap when the pass stores
+        // a transpose of the product.
+        let shape = self.g.node(a.root).shape.clone();
+        let st = contiguous(&self.f.buffers[out].shape);
         let strides = (0..shape.len())
             .map(|k| match shape[k].is_one() {
                 true => Stride::Zero,
-                false => Stride::Prod(st[k].clone()),
+                false => Stride::Prod(st[a.stored_axis(k)].clone()),
             })
             .collect();
         let v = self.push(InstOp::Const(Const::f32(0.0)), DType::F32, Level::Uniform);
