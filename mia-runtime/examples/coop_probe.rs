@@ -1,0 +1,406 @@
+//! Probe: f32 matrix products on tensor cores through wgpu's experimental cooperative
+//! matrices, for deciding whether mia's matmul tiles should use them. Not part of any kernel.
+//!
+//! Each operand is split into f16 parts, `v = hi + lo / 2048`, and the product accumulates in
+//! f32 as `hi·hi + (hi·lo + lo·hi) / 2048` (three products; one product is plain f16).
+//! Each configuration is checked against float64 on sampled rows and timed as 50 back-to-back
+//! dispatches (median of 5, after 0.3 s of warm-up).
+//!
+//! Measured on an H200 (Vulkan, driver 580.159.04, 2026-12-04;
+//! `bench/results/h200-2026-12-04/coop_probe.log`):
+//! - `hi` must be split off by masking mantissa bits: NVIDIA's compiler folds
+//!   `v - f32(f16(v))` to zero, leaving an f16-accurate result (rel. error 2.8e-4; with the
+//!   mask 6.2e-7 at `K` = 384, 5.0e-6 at `K` = 4096, as f32 accumulation).
+//! - Best configuration (64 × 64 per workgroup, four subgroups of 32 × 32, 16-deep steps,
+//!   three products): `4096 × 384 × 1536` 321.6 µs, `4096 × 1536 × 384` 411.7 µs,
+//!   `4096 × 384 × 384` 109.4 µs, `4096³` 11.67 ms; mia's f32 tiles take 178.9, 178.2, 53.2 µs
+//!   and 3.54 ms. One product alone is only 13-18% faster than three: the staging (scalar
+//!   loads, f16 splits and stores, two barriers per 16-deep step) bounds it, not the tensor
+//!   cores. A kernel that could win needs vector loads, deeper per-subgroup tiles and
+//!   double-buffered staging.
+//! - The module must be built without loop bounding (`create_shader_module_trusted`): with
+//!   it, 2.4x slower. Configurations over the 48 KiB of workgroup memory hung pipeline
+//!   creation instead of failing, so they are skipped.
+//!
+//! Run on a machine with cooperative matrices (lavapipe has none):
+//! `cargo run --release -p mia-runtime --example coop_probe`.
+use std::error::Error;
+use std::time::Instant;
+use wgpu::util::DeviceExt;
+
+/// A workgroup of `sgm × sgn` subgroups of 32, each computing `wm × wn` 16 × 16 blocks, over
+/// steps of `bk`, with `terms` f16 products per step (1 or 3).
+#[derive(Clone, Copy, Debug)]
+struct Config {
+    wm: u32,
+    wn: u32,
+    sgm: u32,
+    sgn: u32,
+    bk: u32,
+    terms: u32,
+}
+
+impl Config {
+    fn bm(&self) -> u32 {
+        16 * self.wm * self.sgm
+    }
+    fn bn(&self) -> u32 {
+        16 * self.wn * self.sgn
+    }
+    /// Staged hi and lo tiles of A and B (f16), plus the f32 output tile.
+    fn workgroup_bytes(&self) -> u32 {
+        2 * 2 * self.bk * (self.bm() + self.bn()) + 4 * self.bm() * self.bn()
+    }
+
+    fn shader(&self) -> String {
+        let Config {
+            wm,
+            wn,
+            sgm,
+            sgn,
+            bk,
+            terms,
+        } = *self;
+        let (bm, bn) = (self.bm(), self.bn());
+        let threads = 32 * sgm * sgn;
+        let split = |x: &str| {
+            format!(
+                "let hv = bitcast<f32>(bitcast<u32>(v) & 0xffffe000u); {x}H[e] = f16(hv); \
+                 {x}L[e] = f16((v - hv) * 2048.0);"
+            )
+        };
+        let mut s = format!(
+            "enable f16;
+enable wgpu_cooperative_matrix;
+@group(0) @binding(0) var<storage, read> P: array<u32>;
+@group(0) @binding(1) var<storage, read> GA: array<f32>;
+@group(0) @binding(2) var<storage, read> GB: array<f32>;
+@group(0) @binding(3) var<storage, read_write> GC: array<f32>;
+const BM = {bm}u;
+const BN = {bn}u;
+const BK = {bk}u;
+const T = {threads}u;
+var<workgroup> AH: array<f16, {a}>;
+var<workgroup> AL: array<f16, {a}>;
+var<workgroup> BH: array<f16, {b}>;
+var<workgroup> BL: array<f16, {b}>;
+var<workgroup> CS: array<f32, {c}>;
+@compute @workgroup_size({threads})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
+  let M = P[0]; let N = P[1]; let K = P[2];
+  let tiles_n = (N + BN - 1u) / BN;
+  let tn0 = (wg.x % tiles_n) * BN; let tm0 = (wg.x / tiles_n) * BM;
+  let sg = lid / 32u;
+  let qm = (sg / {sgn}u) * {qm}u; let qn = (sg % {sgn}u) * {qn}u;
+",
+            a = bm * bk,
+            b = bk * bn,
+            c = bm * bn,
+            qm = 16 * wm,
+            qn = 16 * wn,
+        );
+        for i in 0..wm {
+            for j in 0..wn {
+                s += &format!(
+                    "  var c{i}{j} = coop_mat16x16<f32, C>();\n  var d{i}{j} = coop_mat16x16<f32, C>();\n"
+                );
+            }
+        }
+        s += &format!(
+            "  for (var k0 = 0u; k0 < K; k0 = k0 + BK) {{
+    for (var e = lid; e < BM * BK; e = e + T) {{
+      let gm = tm0 + e / BK; let gk = k0 + e % BK;
+      var v = 0.0; if (gm < M && gk < K) {{ v = GA[gm * K + gk]; }}
+      {}
+    }}
+    for (var e = lid; e < BK * BN; e = e + T) {{
+      let gk = k0 + e / BN; let gn = tn0 + e % BN;
+      var v = 0.0; if (gk < K && gn < N) {{ v = GB[gk * N + gn]; }}
+      {}
+    }}
+    workgroupBarrier();
+    for (var kk = 0u; kk < BK; kk = kk + 16u) {{
+",
+            split("A"),
+            split("B")
+        );
+        let load = |name: &str, role: &str, at: String, stride: &str| {
+            format!("      let {name} = coopLoadT<coop_mat16x16<f16, {role}>>(&{at}, {stride});\n")
+        };
+        for i in 0..wm {
+            let o = 16 * i;
+            s += &load(
+                &format!("ah{i}"),
+                "A",
+                format!("AH[(qm + {o}u) * BK + kk]"),
+                "BK",
+            );
+            if terms > 1 {
+                s += &load(
+                    &format!("al{i}"),
+                    "A",
+                    format!("AL[(qm + {o}u) * BK + kk]"),
+                    "BK",
+                );
+            }
+        }
+        for j in 0..wn {
+            let o = 16 * j;
+            s += &load(
+                &format!("bh{j}"),
+                "B",
+                format!("BH[kk * BN + qn + {o}u]"),
+                "BN",
+            );
+            if terms > 1 {
+                s += &load(
+                    &format!("bl{j}"),
+                    "B",
+                    format!("BL[kk * BN + qn + {o}u]"),
+                    "BN",
+                );
+            }
+        }
+        for i in 0..wm {
+            for j in 0..wn {
+                s += &format!("      c{i}{j} = coopMultiplyAdd(ah{i}, bh{j}, c{i}{j});\n");
+                if terms > 1 {
+                    s += &format!(
+                        "      d{i}{j} = coopMultiplyAdd(ah{i}, bl{j}, d{i}{j});\n      d{i}{j} = coopMultiplyAdd(al{i}, bh{j}, d{i}{j});\n"
+                    );
+                }
+            }
+        }
+        s += "    }\n    workgroupBarrier();\n  }\n";
+        for i in 0..wm {
+            for j in 0..wn {
+                s += &format!(
+                    "  coopStoreT(c{i}{j} + d{i}{j} * (1.0 / 2048.0), &CS[(qm + {}u) * BN + qn + {}u], BN);\n",
+                    16 * i,
+                    16 * j
+                );
+            }
+        }
+        s += "  workgroupBarrier();
+  for (var e = lid; e < BM * BN; e = e + T) {
+    let gm = tm0 + e / BN; let gn = tn0 + e % BN;
+    if (gm < M && gn < N) { GC[gm * N + gn] = CS[e]; }
+  }
+}
+";
+        s
+    }
+}
+
+const CONFIGS: [Config; 6] = {
+    const fn c(wm: u32, wn: u32, sgm: u32, sgn: u32, bk: u32, terms: u32) -> Config {
+        Config {
+            wm,
+            wn,
+            sgm,
+            sgn,
+            bk,
+            terms,
+        }
+    }
+    [
+        c(2, 2, 2, 2, 16, 1),
+        c(2, 2, 2, 2, 16, 3),
+        c(2, 2, 2, 2, 32, 3),
+        c(2, 2, 2, 2, 64, 3),
+        c(2, 2, 1, 1, 32, 3),
+        c(1, 1, 2, 2, 32, 3),
+    ]
+};
+
+const SHAPES: [(u32, u32, u32); 5] = [
+    (4096, 384, 1536),
+    (4096, 1536, 384),
+    (4096, 384, 384),
+    (1000, 333, 517),
+    (4096, 4096, 4096),
+];
+
+fn main() -> Result<(), Box<dyn Error>> {
+    // Every shader is checked by naga first, so a generator mistake shows with its source.
+    for cfg in CONFIGS {
+        let src = cfg.shader();
+        let module = naga::front::wgsl::parse_str(&src).map_err(|e| e.emit_to_string(&src))?;
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .map_err(|e| e.emit_to_string(&src))?;
+    }
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::VULKAN;
+    let instance = wgpu::Instance::new(desc);
+    let adapter =
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))?;
+    println!("adapter {}", adapter.get_info().name);
+    for p in adapter.cooperative_matrix_properties() {
+        println!("{p:?}");
+    }
+    let features = wgpu::Features::SHADER_F16 | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+    if !adapter.features().contains(features) {
+        println!("this adapter has no cooperative matrices");
+        return Ok(());
+    }
+    let limits = adapter.limits();
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: None,
+        required_features: features,
+        required_limits: limits.clone(),
+        // SAFETY: cooperative matrices are experimental in wgpu 30; this probe is their test.
+        experimental_features: unsafe { wgpu::ExperimentalFeatures::enabled() },
+        ..Default::default()
+    }))?;
+    for (m, k, n) in SHAPES {
+        let mut seed = 0x1234_5678_u64;
+        let mut rnd = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rnd() * 0.05).collect();
+        let rows: Vec<u32> = (0..m).step_by((m as usize / 64).max(1)).collect();
+        let reference: Vec<f64> = rows
+            .iter()
+            .flat_map(|&i| (0..n).map(move |j| (i, j)))
+            .map(|(i, j)| {
+                (0..k)
+                    .map(|p| {
+                        f64::from(a[(i * k + p) as usize]) * f64::from(b[(p * n + j) as usize])
+                    })
+                    .sum()
+            })
+            .collect();
+        let storage = |data: &[u8]| {
+            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents: data,
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+        };
+        let params = storage(bytemuck::cast_slice(&[m, n, k]));
+        let a_buf = storage(bytemuck::cast_slice(&a));
+        let b_buf = storage(bytemuck::cast_slice(&b));
+        let size = u64::from(m * n * 4);
+        let c_buf = device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let read_back = device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        for cfg in CONFIGS {
+            // Over the limit, the H200's driver hung in pipeline creation instead of failing.
+            if cfg.workgroup_bytes() > limits.max_compute_workgroup_storage_size {
+                println!("{cfg:?}: skipped, over the workgroup memory limit");
+                continue;
+            }
+            let src = cfg.shader();
+            let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+            // SAFETY: loops are bounded by construction (the runtime checks would block
+            // unrolling); indices are in bounds by the guards above.
+            let module = unsafe {
+                device.create_shader_module_trusted(
+                    wgpu::ShaderModuleDescriptor {
+                        label: None,
+                        source: wgpu::ShaderSource::Wgsl(src.into()),
+                    },
+                    wgpu::ShaderRuntimeChecks::unchecked(),
+                )
+            };
+            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: None,
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                println!("{cfg:?}: pipeline error {e}");
+                continue;
+            }
+            let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &[&params, &a_buf, &b_buf, &c_buf]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| wgpu::BindGroupEntry {
+                        binding: i as u32,
+                        resource: b.as_entire_binding(),
+                    })
+                    .collect::<Vec<_>>(),
+            });
+            let groups = m.div_ceil(cfg.bm()) * n.div_ceil(cfg.bn());
+            let run = |reps: u32| -> Result<(), wgpu::PollError> {
+                let mut encoder = device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = encoder.begin_compute_pass(&Default::default());
+                    pass.set_pipeline(&pipeline);
+                    pass.set_bind_group(0, &bind_group, &[]);
+                    for _ in 0..reps {
+                        pass.dispatch_workgroups(groups, 1, 1);
+                    }
+                }
+                queue.submit([encoder.finish()]);
+                device.poll(wgpu::PollType::wait_indefinitely()).map(drop)
+            };
+            // Poisoned, so an element the kernel does not write fails the check.
+            queue.write_buffer(
+                &c_buf,
+                0,
+                bytemuck::cast_slice(&vec![f32::NAN; (m * n) as usize]),
+            );
+            run(1)?;
+            let mut encoder = device.create_command_encoder(&Default::default());
+            encoder.copy_buffer_to_buffer(&c_buf, 0, &read_back, 0, size);
+            queue.submit([encoder.finish()]);
+            read_back.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+            device.poll(wgpu::PollType::wait_indefinitely())?;
+            let got: Vec<f32> =
+                bytemuck::cast_slice(&read_back.slice(..).get_mapped_range()?).to_vec();
+            read_back.unmap();
+            let got = rows
+                .iter()
+                .flat_map(|&i| (0..n).map(move |j| (i * n + j) as usize))
+                .map(|at| f64::from(got[at]));
+            let (err, norm) = got.zip(&reference).fold((0.0, 0.0), |(e, r), (g, x)| {
+                (e + (g - x) * (g - x), r + x * x)
+            });
+            let warm = Instant::now();
+            while warm.elapsed().as_secs_f64() < 0.3 {
+                run(10)?;
+            }
+            let mut times = Vec::new();
+            for _ in 0..5 {
+                let t = Instant::now();
+                run(50)?;
+                times.push(t.elapsed().as_secs_f64() / 50.0);
+            }
+            times.sort_by(f64::total_cmp);
+            let t = times[2];
+            println!(
+                "{m}x{k}x{n} {cfg:?}: {:.1} us, {:.1} TFLOP/s, rel. error {:.2e}",
+                t * 1e6,
+                2.0 * f64::from(m) * f64::from(n) * f64::from(k) / t / 1e12,
+                (err / norm).sqrt()
+            );
+        }
+    }
+    Ok(())
+}
