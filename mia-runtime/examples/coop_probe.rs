@@ -19,7 +19,7 @@
 //!   64-element rows hit one bank from several rows) and vec4 loads fix that.
 //! - Staged, 128 × 128 per workgroup of 16 subgroups of 32 × 32, 16-deep steps, three
 //!   products: 116.1, 139.0, 41.3 µs and 3.55 ms at the four shapes above, 1.29–1.54× faster
-//!   than the f32 tiles at MiniLM's batch-32 products (even with 4096³), f32-accurate.
+//!   than the f32 tiles at MiniLM's batch-32 products and level at 4096³, f32-accurate.
 //! - The module must be built without loop bounding (`create_shader_module_trusted`): with
 //!   it, 2.4x slower. Configurations over the 48 KiB of workgroup memory hung pipeline
 //!   creation instead of failing, so they are skipped.
