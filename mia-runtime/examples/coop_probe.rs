@@ -24,6 +24,12 @@
 //!   it, 2.4x slower. Configurations over the 48 KiB of workgroup memory hung pipeline
 //!   creation instead of failing, so they are skipped.
 //!
+//! - mia's first tensor-core tiles (`bench/results/h200-2026-12-04/coop-tiles-wip.patch`) gave
+//!   wrong products (rel. error 1.37) with the same fragments and epilogue but scalar loads into
+//!   padded rows; the last four configurations mix loads, padding and epilogue to isolate that
+//!   (not yet run), and `COOP_PROBE_WGSL=bench/results/h200-2026-12-04/coop-tile-matmul-wrong.wgsl`
+//!   reruns that tile's shader here.
+//!
 //! Run on a machine with cooperative matrices (lavapipe has none):
 //! `cargo run --release -p mia-runtime --example coop_probe`.
 use std::error::Error;
@@ -31,11 +37,11 @@ use std::time::Instant;
 use wgpu::util::DeviceExt;
 
 /// A workgroup of `sgm × sgn` subgroups of 32, each computing `wm × wn` 16 × 16 blocks, over
-/// steps of `bk`, with `terms` f16 products per step (1 or 3). `staged`: vec4 loads, rows
-/// padded by 8 halves (16 bytes: the subgroups' 16 × 16 loads stop hitting one bank from
-/// several rows) and each subgroup's blocks written out through its own 16 × 16 scratch;
-/// needs `K` and `N` multiples of 4. Otherwise scalar loads, unpadded rows and the whole
-/// output tile staged in workgroup memory.
+/// steps of `bk`, with `terms` f16 products per step (1 or 3). `vec4`: vec4 loads (needs `K`
+/// and `N` multiples of 4), else scalar; `pad`: staged rows padded by 8 halves (16 bytes: the
+/// subgroups' 16 × 16 loads stop hitting one bank from several rows); `sub`: each subgroup's
+/// blocks written out through its own 16 × 16 scratch, else the whole output tile staged.
+/// "Staged" below means all three.
 #[derive(Clone, Copy, Debug)]
 struct Config {
     wm: u32,
@@ -44,7 +50,9 @@ struct Config {
     sgn: u32,
     bk: u32,
     terms: u32,
-    staged: bool,
+    vec4: bool,
+    pad: bool,
+    sub: bool,
 }
 
 impl Config {
@@ -55,7 +63,7 @@ impl Config {
         16 * self.wn * self.sgn
     }
     fn pad(&self) -> u32 {
-        if self.staged {
+        if self.pad {
             8
         } else {
             0
@@ -70,7 +78,7 @@ impl Config {
     }
     /// Output floats staged: the whole tile, or one 16 × 16 block per subgroup.
     fn out_floats(&self) -> u32 {
-        if self.staged {
+        if self.sub {
             256 * self.sgm * self.sgn
         } else {
             self.bm() * self.bn()
@@ -86,7 +94,7 @@ impl Config {
         let (bm, bn, bk) = (self.bm(), self.bn(), self.bk);
         let (a, b) = self.tiles();
         let threads = 32 * self.sgm * self.sgn;
-        let (vec, ap, bp) = (self.staged, bk + self.pad(), bn + self.pad());
+        let (vec, ap, bp) = (self.vec4, bk + self.pad(), bn + self.pad());
         let elem = if vec { "vec4<f32>" } else { "f32" };
         let mut s = format!(
             "enable f16;
@@ -149,7 +157,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       let r = e / {cols}; let c = e % {cols};
       var v = 0.0; if ({r_ok} && {c_ok}) {{ v = G{x}[{at}]; }}
       let hv = bitcast<f32>(bitcast<u32>(v) & 0xffffe000u);
-      {x}H[e] = f16(hv); {x}L[e] = f16((v - hv) * 2048.0);
+      {x}H[r * {p} + c] = f16(hv); {x}L[r * {p} + c] = f16((v - hv) * 2048.0);
     }}
 "
                 )
@@ -205,7 +213,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             for j in 0..self.wn {
                 let (r0, c0) = (16 * i, 16 * j);
                 let sum = format!("c{i}{j} + d{i}{j} * (1.0 / 2048.0)");
-                if vec {
+                if self.sub {
                     s += &format!(
                         "  coopStoreT({sum}, &CS[sg * 256u], 16u);
   workgroupBarrier();
@@ -222,7 +230,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 }
             }
         }
-        if !vec {
+        if !self.sub {
             s += "  workgroupBarrier();
   for (var e = lid; e < BM * BN; e = e + T) {
     let gm = tm0 + e / BN; let gn = tn0 + e % BN;
@@ -234,8 +242,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
 }
 
-const CONFIGS: [Config; 13] = {
+const CONFIGS: [Config; 17] = {
     const fn c(wm: u32, wn: u32, sgm: u32, sgn: u32, bk: u32, terms: u32, staged: bool) -> Config {
+        mixed(wm, wn, sgm, sgn, bk, terms, [staged; 3])
+    }
+    const fn mixed(
+        wm: u32,
+        wn: u32,
+        sgm: u32,
+        sgn: u32,
+        bk: u32,
+        terms: u32,
+        f: [bool; 3],
+    ) -> Config {
         Config {
             wm,
             wn,
@@ -243,7 +262,9 @@ const CONFIGS: [Config; 13] = {
             sgn,
             bk,
             terms,
-            staged,
+            vec4: f[0],
+            pad: f[1],
+            sub: f[2],
         }
     }
     [
@@ -260,6 +281,12 @@ const CONFIGS: [Config; 13] = {
         c(4, 2, 2, 4, 16, 3, true),
         c(2, 2, 4, 4, 16, 3, true),
         c(4, 2, 4, 2, 16, 3, true),
+        // Scalar loads into padded rows (as mia's tiles stage), with either epilogue, and the
+        // other two mixes: which of them, if any, gives wrong products (see the module docs).
+        mixed(2, 2, 2, 2, 16, 3, [false, true, false]),
+        mixed(2, 2, 2, 2, 16, 3, [false, true, true]),
+        mixed(2, 2, 2, 2, 16, 3, [true, true, false]),
+        mixed(2, 2, 2, 2, 16, 3, [true, false, true]),
     ]
 };
 
@@ -299,6 +326,19 @@ fn main() -> Result<(), Box<dyn Error>> {
         return Ok(());
     }
     let limits = adapter.limits();
+    // `COOP_PROBE_WGSL=FILE` also runs FILE, a mia matmul pass's tile shader (bindings: params,
+    // A, B, C) on a `COOP_PROBE_TILE` (default `128x128`) tile, checked like the others.
+    let external = match std::env::var("COOP_PROBE_WGSL") {
+        Ok(path) => {
+            let tile = std::env::var("COOP_PROBE_TILE").unwrap_or_else(|_| "128x128".into());
+            let (bm, bn) = tile
+                .split_once('x')
+                .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+                .ok_or("COOP_PROBE_TILE must read like 128x128")?;
+            Some((std::fs::read_to_string(path)?, bm, bn))
+        }
+        Err(_) => None,
+    };
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: None,
         required_features: features,
@@ -336,7 +376,6 @@ fn main() -> Result<(), Box<dyn Error>> {
                 usage: wgpu::BufferUsages::STORAGE,
             })
         };
-        let params = storage(bytemuck::cast_slice(&[m, n, k]));
         let a_buf = storage(bytemuck::cast_slice(&a));
         let b_buf = storage(bytemuck::cast_slice(&b));
         let size = u64::from(m * n * 4);
@@ -354,16 +393,42 @@ fn main() -> Result<(), Box<dyn Error>> {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        // (label, shader, its parameters, workgroups)
+        let mut runs: Vec<(String, String, Vec<u32>, u32)> = Vec::new();
         for cfg in CONFIGS {
             // Over the limit, the H200's driver hung in pipeline creation instead of failing.
             if cfg.workgroup_bytes() > limits.max_compute_workgroup_storage_size {
                 println!("{cfg:?}: skipped, over the workgroup memory limit");
-                continue;
+            } else if !cfg.vec4 || (k % 4 == 0 && n % 4 == 0) {
+                let groups = m.div_ceil(cfg.bm()) * n.div_ceil(cfg.bn());
+                runs.push((format!("{cfg:?}"), cfg.shader(), vec![m, n, k], groups));
             }
-            if cfg.staged && (k % 4 != 0 || n % 4 != 0) {
-                continue;
-            }
-            let src = cfg.shader();
+        }
+        if let Some((src, bm, bn)) = &external {
+            // A row-major 2-D matmul pass's parameters: groups, end, start, M, N, C's strides
+            // and window base, K, then A's and B's strides along M, N and K.
+            let params = vec![
+                m.div_ceil(*bm) * n.div_ceil(*bn),
+                0,
+                0,
+                m,
+                n,
+                n,
+                1,
+                0,
+                k,
+                k,
+                0,
+                1,
+                0,
+                1,
+                n,
+            ];
+            let groups = params[0];
+            runs.push(("external".into(), src.clone(), params, groups));
+        }
+        for (label, src, params, groups) in runs {
+            let params = storage(bytemuck::cast_slice(&params));
             let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
             // SAFETY: loops are bounded by construction (the runtime checks would block
             // unrolling); indices are in bounds by the guards above.
@@ -385,7 +450,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 cache: None,
             });
             if let Some(e) = pollster::block_on(scope.pop()) {
-                println!("{cfg:?}: pipeline error {e}");
+                println!("{label}: pipeline error {e}");
                 continue;
             }
             let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -400,7 +465,6 @@ fn main() -> Result<(), Box<dyn Error>> {
                     })
                     .collect::<Vec<_>>(),
             });
-            let groups = m.div_ceil(cfg.bm()) * n.div_ceil(cfg.bn());
             let run = |reps: u32| -> Result<(), wgpu::PollError> {
                 let mut encoder = device.create_command_encoder(&Default::default());
                 {
@@ -449,7 +513,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             times.sort_by(f64::total_cmp);
             let t = times[2];
             println!(
-                "{m}x{k}x{n} {cfg:?}: {:.1} us, {:.1} TFLOP/s, rel. error {:.2e}",
+                "{m}x{k}x{n} {label}: {:.1} us, {:.1} TFLOP/s, rel. error {:.2e}",
                 t * 1e6,
                 2.0 * f64::from(m) * f64::from(n) * f64::from(k) / t / 1e12,
                 (err / norm).sqrt()
