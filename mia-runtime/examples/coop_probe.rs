@@ -7,9 +7,11 @@
 //! dispatches (median of 5, after 0.3 s of warm-up).
 //!
 //! Measured on an H200 (Vulkan, driver 580.159.04, 2026-12-04;
-//! `bench/results/h200-2026-12-04/coop_probe.log`), against mia's f32 tiles (178.9 µs at
+//! `bench/results/h200-2026-12-04/coop_probe.log`), against mia's f32 tiles as the previous
+//! day's suite timed them on the same kind of machine, not in this run (178.9 µs at
 //! `4096 × 384 × 1536`, 178.2 µs at `4096 × 1536 × 384`, 53.2 µs at `4096 × 384 × 384`,
-//! 3.54 ms at `4096³`; cuBLAS fp32 ~121 µs at the first):
+//! 3.54 ms at `4096³`; cuBLAS fp32 ~121 µs at the first). `COOP_PROBE_WGSL` with a mia f32
+//! tile's shader gives the side-by-side figure (not recorded yet):
 //! - `hi` must be split off by masking mantissa bits: NVIDIA's compiler folds
 //!   `v - f32(f16(v))` to zero, leaving an f16-accurate result (rel. error 2.8e-4; with the
 //!   mask 6.2e-7 at `K` = 384, 5.0e-6 at `K` = 4096, as f32 accumulation).
@@ -23,7 +25,6 @@
 //! - The module must be built without loop bounding (`create_shader_module_trusted`): with
 //!   it, 2.4x slower. Configurations over the 48 KiB of workgroup memory hung pipeline
 //!   creation instead of failing, so they are skipped.
-//!
 //! - mia's first tensor-core tiles (`bench/results/h200-2026-12-04/coop-tiles-wip.patch`) gave
 //!   wrong products (rel. error 1.37) with the same fragments and epilogue but scalar loads into
 //!   padded rows; the last four configurations mix loads, padding and epilogue to isolate that
@@ -135,8 +136,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             }
         }
         s += "  for (var k0 = 0u; k0 < K; k0 = k0 + BK) {\n";
-        // Stages one operand's step: `rows × cols` from row `r0`, column `c0` of a matrix
-        // with `len` columns, split into hi and lo.
+        // Stages one operand's `rows × cols` step of matrix `G{x}` into `{x}H`/`{x}L` (hi and
+        // lo, rows `p` halves apart): element (r, c) is `G{x}[at]` where `r_ok && c_ok`, else 0.
         let stage = |x: &str, rows: &str, cols: &str, r_ok: &str, c_ok: &str, at: &str, p: &str| {
             if vec {
                 format!(
