@@ -17,22 +17,8 @@ OUT="${OUT:-/tmp/mia-bench}"
 mkdir -p "$OUT"
 LOG="$OUT/run.log"
 
-if [ ! -x .devbin/mia-bench ]; then
-    echo "h100.sh: .devbin/mia-bench is missing: run bench/build-devbin.sh here and carry .devbin" >&2
-    exit 2
-fi
-# The image has the NVIDIA driver but no Vulkan loader: unpack the carried one.
-if ! ldconfig -p | grep -q libvulkan.so.1; then
-    for f in .gl/*.deb; do dpkg -x "$f" /; done
-    ldconfig
-fi
-export XDG_RUNTIME_DIR=/tmp/xdg
-mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
-export WGPU_BACKEND=vulkan
-nvidia_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-if [ -f "$nvidia_icd" ] && ! ls /usr/share/vulkan/icd.d/nvidia* /etc/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
-    export VK_DRIVER_FILES="$nvidia_icd"
-fi
+# shellcheck source=bench/device-env.sh
+source bench/device-env.sh
 
 {
     echo "== machine"

@@ -159,15 +159,16 @@ fn matmul_matches_f64() {
 }
 
 /// Every tiling the GPU can run, forced through `MIA_TILE` (autotune would keep one): ragged
-/// sizes around every tile edge, M = 1, transposed operands, and two products sharing A with
-/// an epilogue.
+/// sizes around every tile edge, M = 1, A or B transposed, two products sharing A with
+/// an epilogue, and operands past f16's range (tensor-core tiles, which run with
+/// `MIA_TENSOR_CORES=1` where the GPU has them, must recompute those tiles in f32).
 #[test]
 fn every_tiling_matches_f64() {
     let _g = serial();
     let mut rng = rng(9);
     for dev in devices().into_iter().filter(|d| d.is_gpu()) {
         // Tilings past the last one fall back to autotune: harmless, and robust to new tilings.
-        for tiling in 0..10 {
+        for tiling in 0..16 {
             std::env::set_var("MIA_TILE", tiling.to_string());
             for &(m, k, n) in &[(1, 70, 130), (17, 200, 33), (129, 65, 130), (40, 300, 70)] {
                 let (a, b) = (data(&mut rng, &[m, k]), data(&mut rng, &[k, n]));
@@ -180,12 +181,28 @@ fn every_tiling_matches_f64() {
                 let at32: Vec<f32> = at.data.iter().map(|&v| v as f32).collect();
                 let got = fetch(&what, mm_tn(&tensor(&dev, &[k, m], &at32), &tb), &[m, n]);
                 check(&format!("{what} (A transposed)"), &dev, &got, &want, TOL);
+                let bt = Arr::new(&[k, n], &b).transpose(0, 1);
+                let bt32: Vec<f32> = bt.data.iter().map(|&v| v as f32).collect();
+                let got = fetch(
+                    &what,
+                    mia_kernels::matmul_nt(&ta, &tensor(&dev, &[n, k], &bt32)),
+                    &[m, n],
+                );
+                check(&format!("{what} (B transposed)"), &dev, &got, &want, TOL);
                 let b3 = data(&mut rng, &[k, n]);
                 let x3 = Arr::new(&[m, k], &a).matmul(&Arr::new(&[k, n], &b3));
                 let want = want.map(silu).mul(&x3);
                 let tb3 = tensor(&dev, &[k, n], &b3);
                 let got = fetch(&what, mia_kernels::swiglu_gate(&ta, &tb, &tb3), &[m, n]);
                 check(&format!("{what} (two products)"), &dev, &got, &want, TOL);
+                let big: Vec<f32> = a.iter().map(|&v| v * 1e5).collect();
+                let want = Arr::new(&[m, k], &big).matmul(&Arr::new(&[k, n], &b));
+                let got = fetch(
+                    &what,
+                    mia_kernels::matmul(&tensor(&dev, &[m, k], &big), &tb),
+                    &[m, n],
+                );
+                check(&format!("{what} (A up to 1e5)"), &dev, &got, &want, TOL);
             }
         }
         std::env::remove_var("MIA_TILE");

@@ -40,7 +40,7 @@ fn run1(dev: &Device, what: &str, k: K1, shape: &[usize], x: &[f32], want: &Arr,
 }
 
 /// Rank-2 shapes: odd sizes, 1s, around the CPU lane width (16) and the GPU workgroup (256),
-/// plus random ones. Long rows (12,345) are in `long_rows_and_columns`: on lavapipe every
+/// many short rows (the GPU's subgroup-per-row form), plus random ones. Long rows (12,345) are in `long_rows_and_columns`: on lavapipe every
 /// row is a workgroup (~50 µs), so a [12,345, 3] softmax costs 0.6 s there.
 fn shapes2(rng: &mut StdRng) -> Vec<[usize; 2]> {
     let mut v = vec![
@@ -59,6 +59,11 @@ fn shapes2(rng: &mut StdRng) -> Vec<[usize; 2]> {
         [4, 8],
         [8, 4],
         [12, 1024],
+        // Enough short rows for one subgroup per row on GPUs with subgroups (at least
+        // 2048 rows of at most 1024).
+        [2048, 1],
+        [2049, 7],
+        [2500, 384],
     ];
     for _ in 0..5 {
         v.push([rng.random_range(1..40), rng.random_range(1..600)]);

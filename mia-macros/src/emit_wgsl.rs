@@ -29,6 +29,15 @@ const PAD: u32 = 4;
 /// through workgroup memory at the end (split-K inside one workgroup: small `M × N` with long
 /// `K` still fills the GPU, and the epilogue stays fused). With `db` the staged tiles are
 /// double-buffered: one barrier per step instead of two, for twice the workgroup memory.
+///
+/// With `coop` the products run on tensor cores (cooperative matrices, 16 × 16 × 16 f16 with
+/// f32 accumulation; adapters that have them, with subgroups of 32): each subgroup computes a
+/// `tm × tn` block as 16 × 16 fragments, and f32 accuracy comes from splitting every operand
+/// as `hi + lo / 2048` in f16 and summing three products (`hi·hi + (hi·lo + lo·hi) / 2048`).
+/// Accurate to f32 for operands in f16's normal range (6.1e-5 to 32768 in magnitude); a tile
+/// that stages a larger or non-finite one recomputes its outputs as f32 dot products, smaller
+/// ones lose relative precision: the runtime runs these tiles only on request
+/// (`MIA_TENSOR_CORES=1`, see `DeviceLimits::tensor_cores`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tile {
     pub bm: u32,
@@ -38,16 +47,17 @@ pub struct Tile {
     pub tn: u32,
     pub ks: u32,
     pub db: bool,
+    pub coop: bool,
 }
 
 impl Tile {
     pub fn threads(&self) -> u32 {
-        (self.bm / self.tm) * (self.bn / self.tn) * self.ks
+        (self.bm / self.tm) * (self.bn / self.tn) * self.ks * if self.coop { 32 } else { 1 }
     }
     /// Width of the register blocks' workgroup-memory reads: 4 (128-bit) when the blocks
     /// split into runs of four, else 1.
     pub fn width(&self) -> u32 {
-        if self.tm.is_multiple_of(4) && self.tn.is_multiple_of(4) {
+        if !self.coop && self.tm.is_multiple_of(4) && self.tn.is_multiple_of(4) {
             4
         } else {
             1
@@ -56,10 +66,25 @@ impl Tile {
     /// Workgroup memory, in bytes, of a pass with `products` products: the staged tiles,
     /// or the slices' partial blocks if those are larger (they reuse the same array).
     pub fn workgroup_bytes(&self, products: usize) -> u32 {
-        let staged = self.stage(products) * if self.db { 2 } else { 1 };
         let p = products as u32;
+        if self.coop {
+            // hi and lo halves of the staged tiles, then one f32 fragment per product and
+            // subgroup for the epilogue, and the overflow flag (padded to 16 bytes).
+            let (a, b) = self.coop_tiles();
+            return 2 * 2 * (a + p * b) + 4 * (256 * p * (self.threads() / 32) + 4);
+        }
+        let staged = self.stage(products) * if self.db { 2 } else { 1 };
         let partial = (self.ks - 1) * p * self.bm * self.bn;
         staged.max(partial) * 4
+    }
+    /// Halves of one staged A tile (`bm` rows of `bk`, m-major) and of one B tile (`bk` rows
+    /// of `bn`), rows padded by 16 bytes: unpadded, a fragment's 16 rows fall on a few memory
+    /// banks (on an H200 the tiles then ran 2x slower).
+    fn coop_tiles(&self) -> (u32, u32) {
+        (
+            self.bm * (self.bk + COOP_PAD),
+            self.bk * (self.bn + COOP_PAD),
+        )
     }
     /// Floats of one step's staged tiles (A, then each B).
     fn stage(&self, products: usize) -> u32 {
@@ -72,6 +97,9 @@ impl Tile {
             String::new()
         };
         let db = if self.db { "d" } else { "" };
+        if self.coop {
+            return format!("{}x{}x{}/tc", self.bm, self.bn, self.bk);
+        }
         format!(
             "{}x{}x{}/{}x{}{split}{db}",
             self.bm, self.bn, self.bk, self.tm, self.tn
@@ -84,6 +112,12 @@ impl Tile {
 /// runtime skips those over the adapter's limit.
 pub const MAX_TILE_BYTES: u32 = 48 * 1024;
 
+/// Row padding of the tensor-core tiles' staged halves (16 bytes).
+const COOP_PAD: u32 = 8;
+
+/// A tensor-core subgroup's 2 × 2 fragments of 16 × 16: index, then (row, column).
+const FRAGS: [(usize, (u32, u32)); 4] = [(0, (0, 0)), (1, (0, 1)), (2, (1, 0)), (3, (1, 1))];
+
 const fn tile(bm: u32, bn: u32, bk: u32, tm: u32, tn: u32, ks: u32, db: bool) -> Tile {
     Tile {
         bm,
@@ -93,6 +127,21 @@ const fn tile(bm: u32, bn: u32, bk: u32, tm: u32, tn: u32, ks: u32, db: bool) ->
         tn,
         ks,
         db,
+        coop: false,
+    }
+}
+
+/// A tensor-core tiling: `bm × bn` per workgroup, 32 × 32 per subgroup, steps of `bk`.
+const fn coop(bm: u32, bn: u32, bk: u32) -> Tile {
+    Tile {
+        bm,
+        bn,
+        bk,
+        tm: 32,
+        tn: 32,
+        ks: 1,
+        db: false,
+        coop: true,
     }
 }
 
@@ -109,7 +158,11 @@ const fn tile(bm: u32, bn: u32, bk: u32, tm: u32, tn: u32, ks: u32, db: bool) ->
 /// batch 32 (after the epilogue fix),
 /// 128 × 64 × 16 and 64 × 128 × 16 with 8 × 8 blocks (2x slower) and 64 × 64 × 16 with 8 × 4
 /// blocks, alone or split-K in two (10-25% slower than 4 × 4).
-pub const TILES: [Tile; 9] = [
+///
+/// The tensor-core tilings (only on adapters that have them, see [`Tile`]) come last; the
+/// H200's fastest in `mia-runtime/examples/coop_probe.rs` was 128 × 128 over 16 subgroups
+/// (1.3-1.5x the f32 tiles at MiniLM's batch-32 products).
+pub const TILES: [Tile; 12] = [
     tile(128, 128, 8, 8, 8, 1, false),
     tile(64, 64, 16, 4, 4, 1, false),
     tile(16, 32, 64, 4, 4, 8, false),
@@ -119,6 +172,9 @@ pub const TILES: [Tile; 9] = [
     tile(64, 64, 16, 4, 4, 1, true),
     tile(128, 64, 16, 8, 4, 1, true),
     tile(64, 64, 16, 4, 4, 2, true),
+    coop(128, 128, 16),
+    coop(128, 64, 16),
+    coop(64, 64, 16),
 ];
 
 /// Where each value lives in a pass's bindings and parameter array.
@@ -259,12 +315,30 @@ pub enum Form {
     /// A row pass whose reductions combine within subgroups first (adapters with
     /// subgroups; passes where [`subgroup_eligible`] holds).
     Subgroups,
+    /// The same passes with one subgroup per row, [`SG_ROWS`] rows per workgroup: for rows
+    /// up to [`SG_ROW_LEN`] long, where a whole workgroup per row leaves most invocations
+    /// idle and waits on barriers (MiniLM's rows of 384: ~20 µs a pass on an H200).
+    SubgroupRows,
     /// A matmul pass's tiling.
     Tile(Tile),
 }
 
-/// Row passes with reductions have a subgroup form: a workgroup's partial results combine
-/// with one subgroup operation and two barriers instead of a tree of eight barriers.
+/// Rows per workgroup of [`Form::SubgroupRows`] (each subgroup takes rows `lid / sgs`,
+/// then every `WORKGROUP / sgs`-th, so any subgroup size works).
+pub const SG_ROWS: u32 = 8;
+
+/// The longest rows the runtime gives [`Form::SubgroupRows`]; longer ones keep a workgroup
+/// per row.
+pub const SG_ROW_LEN: usize = 1024;
+
+/// The fewest rows the runtime gives [`Form::SubgroupRows`]: with few rows the GPU is mostly
+/// idle and a workgroup per row finishes sooner. MiniLM's 17 row passes on an H200: batch 32
+/// (4096 rows) 0.346 → 0.244 ms, batch 1 (128 rows) 0.137 → 0.193 ms.
+pub const SG_ROWS_MIN: usize = 2048;
+
+/// Row passes with reductions have subgroup forms: a workgroup's partial results combine
+/// with one subgroup operation and two barriers instead of a tree of eight barriers, or
+/// (short rows) each subgroup reduces a row of its own with no barrier at all.
 pub fn subgroup_eligible(ir: &PassIr) -> bool {
     ir.is_rows() && !ir.phases.is_empty() && ir.mm.is_none()
 }
@@ -283,7 +357,8 @@ pub fn pass_shader(
         Form::Tile(t) => Some(t),
         _ => None,
     };
-    let sg = form == Form::Subgroups;
+    let sg_rows = form == Form::SubgroupRows;
+    let sg = form == Form::Subgroups || sg_rows;
     let lay = Layout::of(ir);
     let r = ir.dims.len();
     let vec_buf = |b: usize| {
@@ -306,6 +381,7 @@ pub fn pass_shader(
         Form::Tile(t) => format!(", tile {}", t.name()),
         Form::Vec4 => ", vec4 form".to_string(),
         Form::Subgroups => ", subgroup form".to_string(),
+        Form::SubgroupRows => ", subgroup-rows form".to_string(),
         Form::Scalar => String::new(),
     };
     let _ = writeln!(
@@ -336,7 +412,9 @@ pub fn pass_shader(
         scalar_types,
         vec: vec4,
         sg,
+        sg_rows,
         mm_width: 1,
+        coop_products: 0,
         helpers: BTreeSet::new(),
         shared: BTreeSet::new(),
     };
@@ -352,6 +430,24 @@ pub fn pass_shader(
         let _ = writeln!(s, "var<workgroup> red_{dt}: array<{dt}, {WORKGROUP}>;");
     }
     let threads = match tile {
+        Some(t) if t.coop => {
+            let nb = ir.mm.as_ref().map_or(0, |m| m.bs.len()) as u32;
+            let (a, b) = t.coop_tiles();
+            // (`enable` directives must come first; comments may precede them.)
+            s.insert_str(0, "enable f16;\nenable wgpu_cooperative_matrix;\n");
+            // The overflow flag (see `Tile`) is `CS`'s last float, after the fragments: a
+            // workgroup variable of its own (a `u32` after these arrays) made the H200 return
+            // wrong products, and every array here stays a multiple of 16 bytes.
+            let frags = 256 * nb * (t.threads() / 32);
+            let _ = writeln!(
+                s,
+                "var<workgroup> AH: array<f16, {a}>;\nvar<workgroup> AL: array<f16, {a}>;\nvar<workgroup> BH: array<f16, {}>;\nvar<workgroup> BL: array<f16, {}>;\nvar<workgroup> CS: array<f32, {}>;\nconst OVF = {frags}u;",
+                nb * b,
+                nb * b,
+                frags + 4
+            );
+            t.threads()
+        }
         Some(t) => {
             let nb = ir.mm.as_ref().map_or(0, |m| m.bs.len());
             let (w, len) = (t.width(), t.workgroup_bytes(nb) / 4);
@@ -384,8 +480,12 @@ struct Emitter<'a> {
     vec: bool,
     /// Reductions combine within subgroups first (row passes only).
     sg: bool,
+    /// One subgroup per row ([`Form::SubgroupRows`]).
+    sg_rows: bool,
     /// A matmul pass's [`Tile::width`].
     mm_width: u32,
+    /// A tensor-core matmul pass's number of products (its accumulators are in `CS`), else 0.
+    coop_products: usize,
     helpers: BTreeSet<&'static str>,
     shared: BTreeSet<&'static str>,
 }
@@ -476,8 +576,19 @@ impl Emitter<'_> {
             "    let n = P[{}];\n    let axis_len = f32(n);",
             self.lay.dim(ax)
         );
+        // Who walks a row: the workgroup, or (subgroup rows) the subgroup that owns it.
+        let (first, step, leader) = if self.sg_rows {
+            let _ = writeln!(
+                s,
+                "    for (var rr = lid / sgs; rr < {SG_ROWS}u; rr = rr + {WORKGROUP}u / sgs) {{\n    let row = P[2] + wid * {SG_ROWS}u + rr;\n    if (row < P[1]) {{"
+            );
+            ("sgi", "sgs".to_string(), "sgi")
+        } else {
+            let _ = writeln!(s, "    let row = P[2] + wid;");
+            ("lid", format!("{WORKGROUP}u"), "lid")
+        };
         if !outer.is_empty() {
-            self.unravel("P[2] + wid", &outer, &mut s);
+            self.unravel("row", &outer, &mut s);
         }
         self.bases(&outer, &mut s);
         let sched = ir.row_schedule();
@@ -485,10 +596,9 @@ impl Emitter<'_> {
         self.insts(&sched.row_stages[0], None, &mut s);
         for (p, ph) in ir.phases.iter().enumerate() {
             let t = wgsl_type(ph.dtype);
-            self.shared.insert(t);
             let insts = &sched.phase_elems[p];
             let _ = writeln!(s, "    var acc{p}: {t} = {};", red_init(ph.op, ph.dtype));
-            let _ = writeln!(s, "    for (var j = lid; j < n; j = j + {WORKGROUP}u) {{");
+            let _ = writeln!(s, "    for (var j = {first}; j < n; j = j + {step}) {{");
             self.insts(insts, Some(ax), &mut s);
             let _ = writeln!(
                 s,
@@ -496,10 +606,13 @@ impl Emitter<'_> {
                 combine(ph.op, &format!("acc{p}"), &format!("v{}", ph.value))
             );
             let _ = writeln!(s, "    }}");
-            if self.sg {
+            let op = subgroup_op(ph.op);
+            if self.sg_rows {
+                let _ = writeln!(s, "    let ph{p} = {op}(acc{p});");
+            } else if self.sg {
+                self.shared.insert(t);
                 // Each subgroup's total, then every subgroup folds the totals lane by lane
                 // (any subgroup size) and combines its lanes: the same value everywhere.
-                let op = subgroup_op(ph.op);
                 let _ = writeln!(
                     s,
                     "    let sg{p} = {op}(acc{p});\n    if (sgi == 0u) {{ red_{t}[lid / sgs] = sg{p}; }}\n    workgroupBarrier();\n    var fold{p}: {t} = {};\n    for (var i = sgi; i < ({WORKGROUP}u + sgs - 1u) / sgs; i = i + sgs) {{ fold{p} = {}; }}\n    let ph{p} = {op}(fold{p});\n    workgroupBarrier();",
@@ -507,6 +620,7 @@ impl Emitter<'_> {
                     combine(ph.op, &format!("fold{p}"), &format!("red_{t}[i]"))
                 );
             } else {
+                self.shared.insert(t);
                 let _ = writeln!(
                     s,
                     "    red_{t}[lid] = acc{p};\n    workgroupBarrier();\n    for (var h = {}u; h > 0u; h = h >> 1u) {{\n        if (lid < h) {{ red_{t}[lid] = {}; }}\n        workgroupBarrier();\n    }}\n    let ph{p} = red_{t}[0];\n    workgroupBarrier();",
@@ -517,7 +631,7 @@ impl Emitter<'_> {
             self.insts(&sched.row_stages[p + 1], None, &mut s);
         }
         if !sched.elem_stores.is_empty() {
-            let _ = writeln!(s, "    for (var j = lid; j < n; j = j + {WORKGROUP}u) {{");
+            let _ = writeln!(s, "    for (var j = {first}; j < n; j = j + {step}) {{");
             self.insts(&sched.final_elems, Some(ax), &mut s);
             for &k in &sched.elem_stores {
                 let a = ir.loads.len() + k;
@@ -527,7 +641,7 @@ impl Emitter<'_> {
             let _ = writeln!(s, "    }}");
         }
         if !sched.row_stores.is_empty() {
-            let _ = writeln!(s, "    if (lid == 0u) {{");
+            let _ = writeln!(s, "    if ({leader} == 0u) {{");
             for &k in &sched.row_stores {
                 self.store(
                     k,
@@ -537,6 +651,9 @@ impl Emitter<'_> {
                 );
             }
             let _ = writeln!(s, "    }}");
+        }
+        if self.sg_rows {
+            let _ = writeln!(s, "    }}\n    }}");
         }
         s
     }
@@ -564,16 +681,19 @@ impl Emitter<'_> {
             tn,
             ks,
             db,
+            coop,
         } = t;
         let (threads, w) = (t.threads(), t.width());
+        let pad = if coop { COOP_PAD } else { PAD };
         self.mm_width = w;
+        self.coop_products = if coop { nb } else { 0 };
         let mut s = String::new();
         let (dm, dn, dk) = (lay.dim(mi), lay.dim(ni), lay.mm_k());
         let _ = writeln!(
             s,
-            "    const BM = {bm}u;\n    const BMP = {}u;\n    const BN = {bn}u;\n    const BNP = {}u;\n    const BK = {bk}u;\n    const TM = {tm}u;\n    const TN = {tn}u;\n    const KS = {ks}u;\n    const W = {w}u;\n    const TXN = BN / TN;\n    const TYN = BM / TM;\n    const TPK = TXN * TYN;\n    const BOFF = BK * BMP;\n    const STAGE = {stage}u;\n    let M = P[{dm}];\n    let N = P[{dn}];\n    let K = P[{dk}];\n    let tiles_n = (N + BN - 1u) / BN;\n    let tiles_m = (M + BM - 1u) / BM;\n    let tn0 = (wid % tiles_n) * BN;\n    let tm0 = ((wid / tiles_n) % tiles_m) * BM;",
-            bm + PAD,
-            bn + PAD,
+            "    const BM = {bm}u;\n    const BMP = {}u;\n    const BN = {bn}u;\n    const BNP = {}u;\n    const BK = {bk}u;\n    const AKP = BK + {COOP_PAD}u;\n    const TM = {tm}u;\n    const TN = {tn}u;\n    const KS = {ks}u;\n    const W = {w}u;\n    const TXN = BN / TN;\n    const TYN = BM / TM;\n    const TPK = TXN * TYN;\n    const BOFF = BK * BMP;\n    const STAGE = {stage}u;\n    let M = P[{dm}];\n    let N = P[{dn}];\n    let K = P[{dk}];\n    let tiles_n = (N + BN - 1u) / BN;\n    let tiles_m = (M + BM - 1u) / BM;\n    let tn0 = (wid % tiles_n) * BN;\n    let tm0 = ((wid / tiles_n) % tiles_m) * BM;",
+            bm + pad,
+            bn + pad,
             stage = t.stage(nb)
         );
         let batch: Vec<usize> = (0..r - 2).collect();
@@ -624,22 +744,40 @@ impl Emitter<'_> {
         for j in 0..nb {
             let _ = writeln!(
                 s,
-                "    let bb{j} = {};\n    let b{j}_rs = P[{}];\n    let b{j}_cs = P[{}];\n    let bt{j} = b{j}_cs != 1u && b{j}_rs == 1u;\n    var acc{j}: array<{vty}, {}>;\n    var pb{j}: array<f32, {lb}>;",
+                "    let bb{j} = {};\n    let b{j}_rs = P[{}];\n    let b{j}_cs = P[{}];\n    let bt{j} = b{j}_cs != 1u && b{j}_rs == 1u;\n    var pb{j}: array<f32, {lb}>;",
                 base(1 + j),
                 lay.mm_stride(1 + j, r),
                 lay.mm_stride(1 + j, ni),
-                tm * tn / w
             );
+            if !coop {
+                let _ = writeln!(s, "    var acc{j}: array<{vty}, {}>;", tm * tn / w);
+            }
+            // A subgroup's 2 × 2 fragments: `c` sums hi·hi, `d` the two cross products.
+            for (f, _) in coop.then_some(FRAGS).into_iter().flatten() {
+                let _ = writeln!(
+                    s,
+                    "    var c{j}_{f} = coop_mat16x16<f32, C>();\n    var d{j}_{f} = coop_mat16x16<f32, C>();"
+                );
+            }
         }
         let (slice, l2) = if ks > 1 {
             ("lid / TPK", "lid % TPK")
         } else {
             ("0u", "lid")
         };
-        let _ = writeln!(
-            s,
-            "    let slice = {slice};\n    let l2 = {l2};\n    let tx = l2 % TXN;\n    let ty = l2 / TXN;"
-        );
+        if coop {
+            // `CS[OVF]` flags an operand outside the split's range (see `Tile`), for the
+            // exact fallback in the epilogue.
+            let _ = writeln!(
+                s,
+                "    let sg = lid / 32u;\n    let qm = (sg / TXN) * 32u;\n    let qn = (sg % TXN) * 32u;\n    if (lid == 0u) {{ CS[OVF] = 0.0; }}\n    workgroupBarrier();"
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "    let slice = {slice};\n    let l2 = {l2};\n    let tx = l2 % TXN;\n    let ty = l2 / TXN;"
+            );
+        }
         // Prologues (see `MatMulIr`): their loads' batch bases, then per operand the code that
         // sets `v` at (gm, gk) for A and (gk, gn) for B; out-of-range elements stay 0.
         let first = 1 + nb;
@@ -681,44 +819,110 @@ impl Emitter<'_> {
         if db {
             let _ = writeln!(s, "    let sb = ((k0 / BK) % 2u) * STAGE;");
         }
-        let _ = writeln!(
-            s,
-            "    for (var r = 0u; r < {la}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        {}{{ {} = pa[r]; }}\n    }}",
-            sa,
-            slot(&format!(
-                "{half}select((e % BK) * BMP + e / BK, (e / BM) * BMP + e % BM, at)"
-            ))
-        );
-        for j in 0..nb {
+        if coop {
+            // Each operand as f16 `hi` (its top 11 significant bits, masked off: NVIDIA's
+            // compiler folds `v - f32(f16(v))` to zero) and `lo = (v - hi) * 2048`; A m-major.
+            let split = |v: &str, arr: &str, at: &str| {
+                format!(
+                    "{{\n            let v = {v};\n            if (!(abs(v) < 32768.0)) {{ CS[OVF] = 1.0; }}\n            let hv = bitcast<f32>(bitcast<u32>(v) & 0xffffe000u);\n            let o = {at};\n            {arr}H[o] = f16(hv);\n            {arr}L[o] = f16((v - hv) * 2048.0);\n        }}"
+                )
+            };
             let _ = writeln!(
                 s,
-                "    for (var r = 0u; r < {lb}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        {}{{ {} = pb{j}[r]; }}\n    }}",
-                sb,
+                "    for (var r = 0u; r < {la}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        {sa}{}\n    }}",
+                split("pa[r]", "A", "select((e / BK) * AKP + e % BK, (e % BM) * AKP + e / BM, at)")
+            );
+            let b_len = t.coop_tiles().1;
+            for j in 0..nb {
+                let at = format!(
+                    "{}u + select((e / BN) * BNP + e % BN, (e % BK) * BNP + e / BK, bt{j})",
+                    j as u32 * b_len
+                );
+                let _ = writeln!(
+                    s,
+                    "    for (var r = 0u; r < {lb}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        {sb}{}\n    }}",
+                    split(&format!("pb{j}[r]"), "B", &at)
+                );
+            }
+        } else {
+            let _ = writeln!(
+                s,
+                "    for (var r = 0u; r < {la}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        {}{{ {} = pa[r]; }}\n    }}",
+                sa,
                 slot(&format!(
-                    "{half}BOFF + {}u + select((e / BN) * BNP + e % BN, (e % BK) * BNP + e / BK, bt{j})",
-                    j as u32 * bk * (bn + PAD)
+                    "{half}select((e % BK) * BMP + e / BK, (e / BM) * BMP + e % BM, at)"
                 ))
             );
+            for j in 0..nb {
+                let _ = writeln!(
+                    s,
+                    "    for (var r = 0u; r < {lb}u; r = r + 1u) {{\n        let e = lid + r * {threads}u;\n        {}{{ {} = pb{j}[r]; }}\n    }}",
+                    sb,
+                    slot(&format!(
+                        "{half}BOFF + {}u + select((e / BN) * BNP + e % BN, (e % BK) * BNP + e / BK, bt{j})",
+                        j as u32 * bk * (bn + PAD)
+                    ))
+                );
+            }
         }
         let _ = writeln!(s, "    workgroupBarrier();");
         s.push_str(&load("k0 + BK"));
-        let _ = writeln!(
-            s,
-            "    for (var q = 0u; q < BK / KS; q = q + 1u) {{\n        let kk = slice * (BK / KS) + q;\n        var ar: array<{vty}, {}>;\n        for (var i = 0u; i < TM / W; i = i + 1u) {{ ar[i] = S[{halfw}kk * (BMP / W) + i * TYN + ty]; }}",
-            tm / w
-        );
-        let a_of = if w == 4 {
-            "vec4<f32>(ar[i / 4u][i % 4u])"
+        if coop {
+            // Per 16-deep slice: the subgroup's hi and lo fragments of A (2 along M) and of
+            // each B (2 along N), then three products per output fragment.
+            let _ = writeln!(s, "    for (var kk = 0u; kk < BK; kk = kk + 16u) {{");
+            for a in 0..2 {
+                for part in ["H", "L"] {
+                    let _ = writeln!(
+                        s,
+                        "        let a{part}{a} = coopLoadT<coop_mat16x16<f16, A>>(&A{part}[(qm + {}u) * AKP + kk], {}u);",
+                        16 * a,
+                        bk + COOP_PAD
+                    );
+                }
+            }
+            // B's fragments, row-major. (Staging a transposed B n-major, its stores
+            // contiguous, and reading column-major fragments was slower: MiniLM's products at
+            // batch 32 on an H200 took 3.18 ms against 3.05.)
+            let b_len = t.coop_tiles().1;
+            for j in 0..nb {
+                for b in 0..2 {
+                    for part in ["H", "L"] {
+                        let _ = writeln!(
+                            s,
+                            "        let b{part}{j}_{b} = coopLoadT<coop_mat16x16<f16, B>>(&B{part}[{}u + kk * BNP + qn + {}u], {}u);",
+                            j as u32 * b_len,
+                            16 * b,
+                            bn + COOP_PAD
+                        );
+                    }
+                }
+                for (f, (a, b)) in FRAGS {
+                    let _ = writeln!(
+                        s,
+                        "        c{j}_{f} = coopMultiplyAdd(aH{a}, bH{j}_{b}, c{j}_{f});\n        d{j}_{f} = coopMultiplyAdd(aH{a}, bL{j}_{b}, d{j}_{f});\n        d{j}_{f} = coopMultiplyAdd(aL{a}, bH{j}_{b}, d{j}_{f});"
+                    );
+                }
+            }
         } else {
-            "ar[i]"
-        };
-        for j in 0..nb {
-            let off = j as u32 * bk * (bn + PAD);
             let _ = writeln!(
                 s,
-                "        var br{j}: array<{vty}, {}>;\n        for (var g = 0u; g < TN / W; g = g + 1u) {{ br{j}[g] = S[{halfw}(BOFF + {off}u + kk * BNP) / W + g * TXN + tx]; }}\n        for (var i = 0u; i < TM; i = i + 1u) {{\n            let a = {a_of};\n            for (var g = 0u; g < TN / W; g = g + 1u) {{ acc{j}[i * (TN / W) + g] = fma(a, br{j}[g], acc{j}[i * (TN / W) + g]); }}\n        }}",
-                tn / w
+                "    for (var q = 0u; q < BK / KS; q = q + 1u) {{\n        let kk = slice * (BK / KS) + q;\n        var ar: array<{vty}, {}>;\n        for (var i = 0u; i < TM / W; i = i + 1u) {{ ar[i] = S[{halfw}kk * (BMP / W) + i * TYN + ty]; }}",
+                tm / w
             );
+            let a_of = if w == 4 {
+                "vec4<f32>(ar[i / 4u][i % 4u])"
+            } else {
+                "ar[i]"
+            };
+            for j in 0..nb {
+                let off = j as u32 * bk * (bn + PAD);
+                let _ = writeln!(
+                    s,
+                    "        var br{j}: array<{vty}, {}>;\n        for (var g = 0u; g < TN / W; g = g + 1u) {{ br{j}[g] = S[{halfw}(BOFF + {off}u + kk * BNP) / W + g * TXN + tx]; }}\n        for (var i = 0u; i < TM; i = i + 1u) {{\n            let a = {a_of};\n            for (var g = 0u; g < TN / W; g = g + 1u) {{ acc{j}[i * (TN / W) + g] = fma(a, br{j}[g], acc{j}[i * (TN / W) + g]); }}\n        }}",
+                    tn / w
+                );
+            }
         }
         // Double-buffered, the next step stages into the other half: no barrier needed before
         // it, but one after the loop before the slices' partial blocks reuse S.
@@ -767,6 +971,10 @@ impl Emitter<'_> {
         for (k, (_, v)) in ir.stores.iter().enumerate() {
             self.store(k, &format!("b{}", ir.loads.len() + k), *v, &mut body);
         }
+        if coop {
+            self.coop_epilogue(&pro, &body, &mut s);
+            return s;
+        }
         // Element (i, jj) of the block, in bounds only.
         let element = format!(
             "    let i{mi} = tm0 + (i / W) * (TYN * W) + ty * W + i % W;\n    let i{ni} = tn0 + (jj / W) * (TXN * W) + tx * W + jj % W;\n    if (i{mi} < M && i{ni} < N) {{\n{body}    }}\n"
@@ -790,6 +998,51 @@ impl Emitter<'_> {
             }
         }
         s
+    }
+
+    /// A tensor-core pass's epilogue, fragment by fragment: each subgroup stores the
+    /// fragment of every product in its slots of `CS` (f32), then its lanes run the epilogue
+    /// `body` on the fragment's elements in bounds. Where an operand was outside the split's
+    /// range (the flag `CS[OVF]`), the workgroup recomputes its elements as exact f32 dot
+    /// products from the operands (`pro`: the prologue's code per operand), so overflow,
+    /// infinities and NaN come out as an f32 product would.
+    fn coop_epilogue(&self, pro: &[Option<String>], body: &str, s: &mut String) {
+        let Some(mm) = &self.ir.mm else {
+            return;
+        };
+        let r = self.ir.dims.len();
+        let (mi, ni) = (r - 2, r - 1);
+        let nb = mm.bs.len();
+        let a_load = pro[0]
+            .clone()
+            .unwrap_or_else(|| format!("v = B{}[ab + gm * a_rs + gk * a_cs];", mm.a.buf));
+        let mut exact = String::new();
+        for (j, b) in mm.bs.iter().enumerate() {
+            let b_load = pro[1 + j]
+                .clone()
+                .unwrap_or_else(|| format!("v = B{}[bb{j} + gk * b{j}_rs + gn * b{j}_cs];", b.buf));
+            let _ = write!(
+                exact,
+                "\n            {{\n            var dot = 0.0;\n            for (var gk = 0u; gk < K; gk = gk + 1u) {{\n                var v = 0.0;\n                {{ {a_load} }}\n                let x = v;\n                {{ {b_load} }}\n                dot = fma(x, v, dot);\n            }}\n            CS[(sg * {nb}u + {j}u) * 256u + e] = dot;\n            }}"
+            );
+        }
+        // Read after the main loop's last barrier; the branch on it holds no barrier, so it
+        // need not be uniform.
+        let _ = writeln!(s, "    let ovf = CS[OVF] != 0.0;");
+        for (f, (a, b)) in FRAGS {
+            for j in 0..nb {
+                let _ = writeln!(
+                    s,
+                    "    coopStoreT(c{j}_{f} + d{j}_{f} * (1.0 / 2048.0), &CS[(sg * {nb}u + {j}u) * 256u], 16u);"
+                );
+            }
+            let _ = writeln!(
+                s,
+                "    workgroupBarrier();\n    for (var e = lid % 32u; e < 256u; e = e + 32u) {{\n    let i{mi} = tm0 + qm + {}u + e / 16u;\n    let i{ni} = tn0 + qn + {}u + e % 16u;\n    if (i{mi} < M && i{ni} < N) {{\n        let gm = i{mi};\n        let gn = i{ni};\n        if (ovf) {{{exact}\n        }}\n{body}    }}\n    }}\n    workgroupBarrier();",
+                16 * a,
+                16 * b
+            );
+        }
     }
 
     fn store(&self, k: usize, off: &str, v: usize, s: &mut String) {
@@ -855,6 +1108,9 @@ impl Emitter<'_> {
                 InstOp::Const(c) => self.splat(dt, const_expr(*c)),
                 InstOp::Phase(p) => format!("ph{p}"),
                 InstOp::AxisLen => "axis_len".to_string(),
+                InstOp::Acc(j) if self.coop_products > 0 => {
+                    format!("CS[(sg * {}u + {j}u) * 256u + e]", self.coop_products)
+                }
                 InstOp::Acc(j) if self.mm_width == 4 => {
                     format!("acc{j}[i * (TN / 4u) + jj / 4u][jj % 4u]")
                 }

@@ -196,6 +196,7 @@ pub(crate) fn compile(func: &syn::ItemFn, opts: &Options) -> Result<TokenStream,
     };
     let vec4_forms = extra_form(Form::Vec4, emit_wgsl::vec4_eligible);
     let subgroup_forms = extra_form(Form::Subgroups, emit_wgsl::subgroup_eligible);
+    let subgroup_row_forms = extra_form(Form::SubgroupRows, emit_wgsl::subgroup_eligible);
     let mut tile_forms = Vec::new();
     for (p, ir) in passes.iter().enumerate() {
         let mut forms = Vec::new();
@@ -227,6 +228,7 @@ pub(crate) fn compile(func: &syn::ItemFn, opts: &Options) -> Result<TokenStream,
         buf_types,
         vec4_forms,
         subgroup_forms,
+        subgroup_row_forms,
         tile_forms,
     }
     .expand(&shaders))
@@ -243,6 +245,8 @@ struct Expander<'a> {
     vec4_forms: Vec<Option<usize>>,
     /// Index in `WGSL` of each row pass's subgroup form, if it has one.
     subgroup_forms: Vec<Option<usize>>,
+    /// Index in `WGSL` of each row pass's subgroup-rows form (same passes).
+    subgroup_row_forms: Vec<Option<usize>>,
     /// A matmul pass's tilings and their indices in `WGSL`.
     tile_forms: Vec<Vec<(usize, emit_wgsl::Tile)>>,
 }
@@ -716,17 +720,29 @@ impl Expander<'_> {
             }
             let last = ir.dims.len() - 1;
             // The vec4 form handles four consecutive elements of a row per invocation.
-            // The subgroup form where the adapter has subgroups.
-            let (shader, per) = match (self.vec4_forms[p], self.subgroup_forms[p]) {
-                (Some(v), _) => (
+            // Row passes where the adapter has subgroups: many short rows one per subgroup,
+            // `SG_ROWS` to a workgroup; else a workgroup each.
+            let (sg_rows, sg_len) = (emit_wgsl::SG_ROWS as usize, emit_wgsl::SG_ROW_LEN);
+            let sg_min = emit_wgsl::SG_ROWS_MIN;
+            let ax = ir.axis.unwrap_or(0);
+            let short =
+                quote!(__d[#ax] <= #sg_len && __d.iter().product::<usize>() >= #sg_min * __d[#ax]);
+            let (shader, per, rows) = match (
+                self.vec4_forms[p],
+                self.subgroup_forms[p],
+                self.subgroup_row_forms[p],
+            ) {
+                (Some(v), _, _) => (
                     quote!(if __d[#last] % 4 == 0 { #v } else { #p }),
                     quote!(if __d[#last] % 4 == 0 { 4usize } else { 1usize }),
-                ),
-                (None, Some(sg)) => (
-                    quote!(if __dev.has_subgroups() { #sg } else { #p }),
                     quote!(1usize),
                 ),
-                (None, None) => (quote!(#p), quote!(1usize)),
+                (None, Some(sg), Some(sgr)) => (
+                    quote!(if !__dev.has_subgroups() { #p } else if #short { #sgr } else { #sg }),
+                    quote!(1usize),
+                    quote!(if __dev.has_subgroups() && #short { #sg_rows } else { 1usize }),
+                ),
+                _ => (quote!(#p), quote!(1usize), quote!(1usize)),
             };
             // Iterations per invocation group, and the granule a split pass is cut at.
             let (per_group, granule) = match ir.axis {
@@ -734,7 +750,7 @@ impl Expander<'_> {
                     quote!(#WORKGROUP as usize * #per),
                     quote!(4 * #WORKGROUP as usize),
                 ),
-                Some(_) => (quote!(1usize), quote!(1usize)),
+                Some(_) => (rows, quote!(1usize)),
             };
             let axis = match ir.axis {
                 Some(a) => quote!(::core::option::Option::Some(#a)),
@@ -853,15 +869,17 @@ impl Expander<'_> {
         let lens = self.buffer_lens(&bindings);
         let forms: Vec<usize> = self.tile_forms[p].iter().map(|f| f.0).collect();
         let tiles: Vec<emit_wgsl::Tile> = self.tile_forms[p].iter().map(|f| f.1).collect();
-        // Tile sizes, workgroup bytes and invocations: tilings over the device's limits are
-        // not tried (the first fits WebGPU's defaults).
+        // Tile sizes, workgroup bytes, invocations and tensor cores: tilings over the device's
+        // limits, or on tensor cores it does not offer, are not tried (the first fits WebGPU's
+        // defaults).
         let sizes: Vec<TokenStream> = tiles
             .iter()
             .map(|t| {
                 let (bm, bn) = (t.bm as usize, t.bn as usize);
                 let bytes = t.workgroup_bytes(ir.mm.as_ref().map_or(0, |m| m.bs.len()));
                 let threads = t.threads();
-                quote!((#bm, #bn, #bytes, #threads))
+                let coop = t.coop;
+                quote!((#bm, #bn, #bytes, #threads, #coop))
             })
             .collect();
         let names: Vec<String> = tiles.iter().map(|t| t.name()).collect();
@@ -872,14 +890,14 @@ impl Expander<'_> {
                 let __lim = __dev.limits();
                 rt::gpu_whole_bindings(#label, &[#(#lens),*], __lim.max_storage_binding_bytes)?;
                 let __batches: usize = __d[..#nbo].iter().fold(1usize, |a, &b| a.saturating_mul(b));
-                let __tiles: [(usize, usize, u32, u32); #ntiles] = [#(#sizes),*];
+                let __tiles: [(usize, usize, u32, u32, bool); #ntiles] = [#(#sizes),*];
                 let __names: [&str; #ntiles] = [#(#names),*];
                 let __ok: ::std::vec::Vec<usize> = (0..#ntiles)
-                    .filter(|&t| t == 0 || (__tiles[t].2 <= __lim.max_workgroup_storage_bytes && __tiles[t].3 <= __lim.max_invocations_per_workgroup))
+                    .filter(|&t| t == 0 || (__tiles[t].2 <= __lim.max_workgroup_storage_bytes && __tiles[t].3 <= __lim.max_invocations_per_workgroup && (!__tiles[t].4 || __lim.tensor_cores)))
                     .collect();
                 let __run = |__i: usize| -> ::mia_runtime::Result<()> {
                     let __t = __ok[__i];
-                    let (__bm, __bn, _, _) = __tiles[__t];
+                    let (__bm, __bn, _, _, _) = __tiles[__t];
                     let __groups = __batches
                         .saturating_mul(__d[#mi].div_ceil(__bm))
                         .saturating_mul(__d[#ni].div_ceil(__bn));

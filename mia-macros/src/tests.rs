@@ -202,9 +202,15 @@ fn every_emitted_shader_validates() {
         let f = fuse::fuse(&g);
         let buf_types: Vec<_> = f.buffers.iter().map(|b| g.node(b.node).dtype).collect();
         for (p, ir) in lower::lower(&g, &f).iter().enumerate() {
-            for form in [Form::Scalar, Form::Vec4, Form::Subgroups] {
+            for form in [
+                Form::Scalar,
+                Form::Vec4,
+                Form::Subgroups,
+                Form::SubgroupRows,
+            ] {
+                let sg = matches!(form, Form::Subgroups | Form::SubgroupRows);
                 if (form == Form::Vec4 && !emit_wgsl::vec4_eligible(ir))
-                    || (form == Form::Subgroups && !emit_wgsl::subgroup_eligible(ir))
+                    || (sg && !emit_wgsl::subgroup_eligible(ir))
                 {
                     continue;
                 }
@@ -238,7 +244,13 @@ fn every_matmul_tiling_validates() {
         for t in emit_wgsl::TILES {
             let src = emit_wgsl::pass_shader("k", p, ir, &buf_types, &[], Form::Tile(t));
             validate::wgsl(&src).unwrap_or_else(|e| panic!("{}: {e}\n{src}", t.name()));
-            let len = t.workgroup_bytes(nb) / 4 / t.width();
+            // The staged array is as long as `workgroup_bytes` says (tensor cores: the
+            // fragments and the overflow flag after the f16 halves).
+            let len = if t.coop {
+                256 * nb as u32 * t.threads() / 32 + 4
+            } else {
+                t.workgroup_bytes(nb) / 4 / t.width()
+            };
             assert!(src.contains(&format!(", {len}>;")), "{}", t.name());
         }
     }

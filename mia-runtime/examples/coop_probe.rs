@@ -243,7 +243,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
 }
 
-const CONFIGS: [Config; 17] = {
+const CONFIGS: [Config; 18] = {
     const fn c(wm: u32, wn: u32, sgm: u32, sgn: u32, bk: u32, terms: u32, staged: bool) -> Config {
         mixed(wm, wn, sgm, sgn, bk, terms, [staged; 3])
     }
@@ -288,6 +288,8 @@ const CONFIGS: [Config; 17] = {
         mixed(2, 2, 2, 2, 16, 3, [false, true, true]),
         mixed(2, 2, 2, 2, 16, 3, [true, true, false]),
         mixed(2, 2, 2, 2, 16, 3, [true, false, true]),
+        // mia's first tensor-core tiling as the probe writes it.
+        mixed(2, 2, 4, 4, 16, 3, [false, true, true]),
     ]
 };
 
@@ -301,9 +303,17 @@ const SHAPES: [(u32, u32, u32); 6] = [
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {
-    // Every shader is checked by naga first, so a generator mistake shows with its source.
-    for cfg in CONFIGS {
+    // Every shader is checked by naga first, so a generator mistake shows with its source;
+    // `COOP_PROBE_DUMP=DIR` also writes them there, numbered as in `CONFIGS`.
+    let dump = std::env::var("COOP_PROBE_DUMP").ok();
+    for (i, cfg) in CONFIGS.iter().enumerate() {
         let src = cfg.shader();
+        if let Some(dir) = &dump {
+            std::fs::write(
+                format!("{dir}/config{i}.wgsl"),
+                format!("// {cfg:?}\n{src}"),
+            )?;
+        }
         let module = naga::front::wgsl::parse_str(&src).map_err(|e| e.emit_to_string(&src))?;
         naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
@@ -327,19 +337,36 @@ fn main() -> Result<(), Box<dyn Error>> {
         return Ok(());
     }
     let limits = adapter.limits();
-    // `COOP_PROBE_WGSL=FILE` also runs FILE, a mia matmul pass's tile shader (bindings: params,
-    // A, B, C) on a `COOP_PROBE_TILE` (default `128x128`) tile, checked like the others.
-    let external = match std::env::var("COOP_PROBE_WGSL") {
-        Ok(path) => {
-            let tile = std::env::var("COOP_PROBE_TILE").unwrap_or_else(|_| "128x128".into());
-            let (bm, bn) = tile
-                .split_once('x')
-                .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
-                .ok_or("COOP_PROBE_TILE must read like 128x128")?;
-            Some((std::fs::read_to_string(path)?, bm, bn))
+    // `COOP_PROBE_WGSL=FILE[:BMxBN],...` also runs each FILE, a mia matmul pass's tile shader
+    // (bindings: params, A, B, C) on BMxBN tiles (default `COOP_PROBE_TILE`, else `128x128`),
+    // checked and timed like the others: mia's f32 tiles beside tensor-core ones in one run.
+    let default_tile = std::env::var("COOP_PROBE_TILE").unwrap_or_else(|_| "128x128".into());
+    let mut external = Vec::new();
+    for entry in std::env::var("COOP_PROBE_WGSL")
+        .unwrap_or_default()
+        .split(',')
+    {
+        if entry.is_empty() {
+            continue;
         }
-        Err(_) => None,
-    };
+        let (path, tile) = entry.split_once(':').unwrap_or((entry, &default_tile));
+        let (bm, bn) = tile
+            .split_once('x')
+            .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+            .ok_or_else(|| format!("{entry}: the tile must read like 128x128"))?;
+        let src = std::fs::read_to_string(path)?;
+        let module = naga::front::wgsl::parse_str(&src).map_err(|e| e.emit_to_string(&src))?;
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .map_err(|e| format!("{path}: {}", e.emit_to_string(&src)))?;
+        let name = std::path::Path::new(path)
+            .file_stem()
+            .map_or(path.into(), |n| n.to_string_lossy());
+        external.push((name.into_owned(), src, bm, bn));
+    }
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: None,
         required_features: features,
@@ -348,7 +375,25 @@ fn main() -> Result<(), Box<dyn Error>> {
         experimental_features: unsafe { wgpu::ExperimentalFeatures::enabled() },
         ..Default::default()
     }))?;
-    for (m, k, n) in SHAPES {
+    // `COOP_PROBE_SHAPES=MxKxN,...` replaces the shapes; `COOP_PROBE_CHECK_ONLY=1` skips the
+    // timing (for software drivers such as lavapipe, which checks the products but slowly).
+    let shapes = match std::env::var("COOP_PROBE_SHAPES") {
+        Ok(list) => list
+            .split(',')
+            .map(|s| {
+                let d: Vec<u32> = s.split('x').filter_map(|d| d.trim().parse().ok()).collect();
+                match d[..] {
+                    [m, k, n] => Ok((m, k, n)),
+                    _ => Err(format!(
+                        "COOP_PROBE_SHAPES: `{s}` must read like 4096x384x1536"
+                    )),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Err(_) => SHAPES.to_vec(),
+    };
+    let check_only = std::env::var("COOP_PROBE_CHECK_ONLY").is_ok_and(|v| v == "1");
+    for (m, k, n) in shapes {
         let mut seed = 0x1234_5678_u64;
         let mut rnd = || {
             seed = seed
@@ -405,7 +450,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 runs.push((format!("{cfg:?}"), cfg.shader(), vec![m, n, k], groups));
             }
         }
-        if let Some((src, bm, bn)) = &external {
+        for (name, src, bm, bn) in &external {
             // A row-major 2-D matmul pass's parameters: groups, end, start, M, N, C's strides
             // and window base, K, then A's and B's strides along M, N and K.
             let params = vec![
@@ -426,7 +471,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 n,
             ];
             let groups = params[0];
-            runs.push(("external".into(), src.clone(), params, groups));
+            runs.push((name.clone(), src.clone(), params, groups));
         }
         for (label, src, params, groups) in runs {
             let params = storage(bytemuck::cast_slice(&params));
@@ -501,6 +546,13 @@ fn main() -> Result<(), Box<dyn Error>> {
             let (err, norm) = got.zip(&reference).fold((0.0, 0.0), |(e, r), (g, x)| {
                 (e + (g - x) * (g - x), r + x * x)
             });
+            if check_only {
+                println!(
+                    "{m}x{k}x{n} {label}: rel. error {:.2e}",
+                    (err / norm).sqrt()
+                );
+                continue;
+            }
             let warm = Instant::now();
             while warm.elapsed().as_secs_f64() < 0.3 {
                 run(10)?;

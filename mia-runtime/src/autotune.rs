@@ -2,7 +2,7 @@
 //! (each size rounded up to a power of two), times every tiling compiled for it (on GPU
 //! timestamps where the device has them) and keeps the fastest — in memory, and on disk so that later processes skip the measurement.
 //!
-//! The cache is a text file `autotune-v3.tsv` in `MIA_CACHE_DIR` (else
+//! The cache is a text file `autotune-v4.tsv` in `MIA_CACHE_DIR` (else
 //! `$XDG_CACHE_HOME/mia`, else `$HOME/.cache/mia`): one `device \t pass \t bucket \t tiling`
 //! line per choice. Lines that do not parse, and choices naming a tiling the pass no longer
 //! has (a stale cache after an upgrade), are ignored; a cache that cannot be read or written
@@ -16,9 +16,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// Version 3: the tilings' shaders changed (B's staged rows padded, epilogues unrolled), so
-/// choices timed on version 2's are measured again. (Version 2: timed on the GPU clock.)
-const FILE: &str = "autotune-v3.tsv";
+/// Version 4: tensor-core tilings joined the candidates, so choices made without them are
+/// measured again. (Version 3: B's staged rows padded, epilogues unrolled; version 2: timed
+/// on the GPU clock.)
+const FILE: &str = "autotune-v4.tsv";
 
 /// The cache directory (see the module docs), if one can be named.
 pub fn cache_dir() -> Option<PathBuf> {

@@ -34,6 +34,14 @@ pub struct DeviceLimits {
     pub max_storage_buffers_per_stage: u32,
     /// Alignment of a binding's offset into a buffer, in bytes (256 on most GPUs).
     pub min_storage_offset_alignment: u64,
+    /// Matrix products may run on tensor cores (cooperative matrices: NVIDIA from Volta on,
+    /// through Vulkan), with `MIA_TENSOR_CORES=1`. They split each f32 operand into two f16
+    /// parts and sum three f16 products: f32 accuracy while operands lie in f16's normal
+    /// range (6.1e-5 to 32768 in magnitude). A larger or non-finite operand makes its tile
+    /// recompute exactly in f32; smaller ones keep an absolute error of about 3e-8 times the
+    /// other operand per term, so a product of uniformly tiny operands (say 1e-6) loses
+    /// relative accuracy. Hence opt-in.
+    pub tensor_cores: bool,
 }
 
 impl DeviceLimits {
@@ -45,6 +53,7 @@ impl DeviceLimits {
         max_workgroup_storage_bytes: u32::MAX,
         max_storage_buffers_per_stage: u32::MAX,
         min_storage_offset_alignment: 4,
+        tensor_cores: false,
     };
 }
 

@@ -141,6 +141,8 @@ pub(crate) struct GpuContext {
     /// A CPU-emulated adapter (lavapipe, SwiftShader, WARP): correct, but slower than mia's
     /// own CPU kernels, so `Device::auto` does not pick it.
     software: bool,
+    /// Tensor-core tilings may run (see [`tensor_cores`]).
+    tensor_cores: bool,
     limits: wgpu::Limits,
     features: wgpu::Features,
     layouts: Mutex<HashMap<(usize, usize), Arc<Layout>>>,
@@ -216,6 +218,23 @@ pub(crate) fn grid(groups: u64, max: u32) -> Option<(u32, u32)> {
     Some((u32::try_from(x).ok()?, u32::try_from(y).ok()?))
 }
 
+/// Whether mia's tensor-core tilings may run here: `MIA_TENSOR_CORES=1` (opt-in, for their
+/// accuracy limits; see `DeviceLimits::tensor_cores`), 16 × 16 × 16 f16 cooperative matrices
+/// with f32 accumulation, f16 in shaders, and subgroups of exactly 32 (the tiles give each
+/// subgroup a 32 × 32 block by `local_invocation_index / 32`).
+fn tensor_cores(adapter: &wgpu::Adapter, info: &wgpu::AdapterInfo) -> bool {
+    let needed = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
+    let config = adapter.cooperative_matrix_properties().iter().any(|p| {
+        (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+            && p.ab_type == wgpu::CooperativeScalarType::F16
+            && p.cr_type == wgpu::CooperativeScalarType::F32
+    });
+    adapter.features().contains(needed)
+        && config
+        && (info.subgroup_min_size, info.subgroup_max_size) == (32, 32)
+        && crate::rt::env_switch("MIA_TENSOR_CORES") == Some(true)
+}
+
 impl GpuContext {
     fn open() -> Result<Self> {
         let backends = wgpu::Backends::from_env().unwrap_or(DEFAULT_BACKENDS);
@@ -236,12 +255,24 @@ impl GpuContext {
 
         let info = adapter.get_info();
         let name = format!("{} ({})", info.name, backend_name(info.backend));
-        let features = adapter.features() & WANTED_FEATURES;
+        let mut features = adapter.features() & WANTED_FEATURES;
+        let tensor_cores = tensor_cores(&adapter, &info);
+        if tensor_cores {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("mia"),
             required_features: features,
             required_limits: limits.clone(),
+            experimental_features: if tensor_cores {
+                // SAFETY: wgpu 30's cooperative matrices are experimental; mia uses them only
+                // in its tensor-core tilings, whose shaders naga validated at build time and
+                // whose results the tests check against f64 on such a device.
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
+            },
             ..Default::default()
         }))
         .map_err(|e| Error::NoGpu {
@@ -265,6 +296,7 @@ impl GpuContext {
             queue,
             name,
             software: info.device_type == wgpu::DeviceType::Cpu,
+            tensor_cores,
             limits,
             features,
             layouts: Mutex::default(),
@@ -295,6 +327,7 @@ impl GpuContext {
             max_workgroup_storage_bytes: l.max_compute_workgroup_storage_size,
             max_storage_buffers_per_stage: l.max_storage_buffers_per_shader_stage,
             min_storage_offset_alignment: l.min_storage_buffer_offset_alignment as u64,
+            tensor_cores: self.tensor_cores,
         }
     }
 
