@@ -3,11 +3,12 @@
 //! - Back ends are chosen explicitly (Vulkan, Metal, DX12, or `WGPU_BACKEND`), never GL, so a
 //!   machine without a GPU driver gets a clear `Err` rather than a silent software GL adapter.
 //! - The device is opened with the adapter's real limits, not wgpu's conservative defaults.
-//! - Dispatches are recorded into one shared command encoder and submitted together at the next
-//!   read-back or [`Device::synchronize`], or earlier in growing batches ([`FIRST_SUBMIT`]
-//!   passes, then twice as many, up to [`MAX_PENDING`]) so the GPU starts while the host
-//!   records a long chain: a few submissions per batch, not one per pass. (One command buffer per pass would isolate errors
-//!   better but measured ~1.5x the CPU cost per dispatch on lavapipe.)
+//! - Dispatches are recorded into one shared command encoder, in one compute pass, and
+//!   submitted together at the next read-back or [`Device::synchronize`], or earlier in
+//!   growing batches ([`FIRST_SUBMIT`] passes, then twice as many, up to [`MAX_PENDING`]) so
+//!   the GPU starts while the host records a long chain: a few submissions per batch, not one
+//!   per pass. (One command buffer per pass would isolate errors better but measured ~1.5x
+//!   the CPU cost per dispatch on lavapipe.)
 //! - wgpu errors are caught with error scopes and returned as [`Error`]s, never panics. Pipeline
 //!   and bind-group errors surface at the dispatch that caused them, naming the pass; the rest
 //!   are checked by the runtime before recording (binding counts, aliasing, grid size), since an
@@ -70,6 +71,10 @@ struct Layout {
 
 #[derive(Default)]
 struct Pending {
+    /// The compute pass the batch's dispatches share (see [`GpuContext::one_pass`]), open on
+    /// `encoder` until the flush; `None` while profiling, whose passes are one dispatch each.
+    /// (Declared first: it must end before the encoder drops.)
+    pass: Option<wgpu::ComputePass<'static>>,
     encoder: Option<wgpu::CommandEncoder>,
     passes: usize,
     /// Submissions made without waiting since the host last waited for the GPU.
@@ -157,6 +162,10 @@ pub(crate) struct GpuContext {
     lost: Arc<OnceLock<String>>,
     /// Passes per submission (see [`MAX_PENDING`]).
     submit_every: usize,
+    /// Dispatches of a batch share one compute pass (`MIA_GPU_ONE_PASS=0`: a pass each).
+    /// wgpu puts the barriers a dispatch needs before it either way, but opens two command
+    /// buffers per pass (the pass and one for its barriers).
+    one_pass: bool,
 }
 
 static CONTEXT: OnceLock<Result<Arc<GpuContext>>> = OnceLock::new();
@@ -305,6 +314,7 @@ impl GpuContext {
             free: Mutex::default(),
             profiler: Mutex::default(),
             submit_every: submit_every(),
+            one_pass: crate::rt::env_switch("MIA_GPU_ONE_PASS") != Some(false),
             lost,
         })
     }
@@ -372,6 +382,8 @@ impl GpuContext {
     /// encoder are raised here, so callers wrap this in [`GpuContext::scoped`].
     fn flush(&self, tail: impl FnOnce(&mut wgpu::CommandEncoder)) {
         let mut pending = lock(&self.pending);
+        // The shared pass ends (is dropped) before the encoder records anything else.
+        pending.pass = None;
         let mut encoder = pending.encoder.take().unwrap_or_else(|| self.new_encoder());
         tail(&mut encoder);
         pending.passes = 0;
@@ -832,27 +844,42 @@ impl GpuContext {
 
         {
             let Pending {
-                encoder, profile, ..
+                encoder,
+                pass,
+                profile,
+                ..
             } = &mut *pending;
-            let encoder = encoder.get_or_insert_with(|| self.new_encoder());
-            // Debug poisoning is not the kernel's work: it is left out of profiles.
-            let timed = profile.as_mut().filter(|_| label != POISON_LABEL);
-            let timestamp_writes = timed.and_then(|scope| {
-                let i = scope.passes;
-                scope.passes = scope.passes.saturating_add(1);
-                (i < PROFILE_PASSES).then_some(wgpu::ComputePassTimestampWrites {
-                    query_set: &scope.query_set,
-                    beginning_of_pass_write_index: Some(2 * i),
-                    end_of_pass_write_index: Some(2 * i + 1),
-                })
-            });
-            let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(label),
-                timestamp_writes,
-            });
-            cpass.set_pipeline(&pipeline.pipeline);
-            cpass.set_bind_group(0, &bind_group, &[]);
-            cpass.dispatch_workgroups(x, y, 1);
+            if let (Some(open), true, None) = (pass.as_mut(), self.one_pass, profile.as_ref()) {
+                open.set_pipeline(&pipeline.pipeline);
+                open.set_bind_group(0, &bind_group, &[]);
+                open.dispatch_workgroups(x, y, 1);
+            } else {
+                // A profile scope opened since the shared pass began: end that pass first.
+                *pass = None;
+                let shared = self.one_pass && profile.is_none();
+                let encoder = encoder.get_or_insert_with(|| self.new_encoder());
+                // Debug poisoning is not the kernel's work: it is left out of profiles.
+                let timed = profile.as_mut().filter(|_| label != POISON_LABEL);
+                let timestamp_writes = timed.and_then(|scope| {
+                    let i = scope.passes;
+                    scope.passes = scope.passes.saturating_add(1);
+                    (i < PROFILE_PASSES).then_some(wgpu::ComputePassTimestampWrites {
+                        query_set: &scope.query_set,
+                        beginning_of_pass_write_index: Some(2 * i),
+                        end_of_pass_write_index: Some(2 * i + 1),
+                    })
+                });
+                let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(if shared { "mia passes" } else { label }),
+                    timestamp_writes,
+                });
+                cpass.set_pipeline(&pipeline.pipeline);
+                cpass.set_bind_group(0, &bind_group, &[]);
+                cpass.dispatch_workgroups(x, y, 1);
+                if shared {
+                    *pass = Some(cpass.forget_lifetime());
+                }
+            }
         }
         pending.passes += 1;
         let due = FIRST_SUBMIT
