@@ -7,11 +7,8 @@
 //! dispatches (median of 5, after 0.3 s of warm-up).
 //!
 //! Measured on an H200 (Vulkan, driver 580.159.04, 2026-12-04;
-//! `bench/results/h200-2026-12-04/coop_probe.log`), against mia's f32 tiles as the previous
-//! day's suite timed them on the same kind of machine, not in this run (178.9 µs at
-//! `4096 × 384 × 1536`, 178.2 µs at `4096 × 1536 × 384`, 53.2 µs at `4096 × 384 × 384`,
-//! 3.54 ms at `4096³`; cuBLAS fp32 ~121 µs at the first). `COOP_PROBE_WGSL` with a mia f32
-//! tile's shader gives the side-by-side figure (not recorded yet):
+//! `bench/results/h200-2026-12-04/coop_probe.log`, and `probe-fixed.log` for mia's f32 and
+//! tensor-core tiles beside these in one run):
 //! - `hi` must be split off by masking mantissa bits: NVIDIA's compiler folds
 //!   `v - f32(f16(v))` to zero, leaving an f16-accurate result (rel. error 2.8e-4; with the
 //!   mask 6.2e-7 at `K` = 384, 5.0e-6 at `K` = 4096, as f32 accumulation).
@@ -20,16 +17,16 @@
 //!   staging bounds it. Padding the rows by 16 bytes (16 × 16 loads of unpadded 32- or
 //!   64-element rows hit one bank from several rows) and vec4 loads fix that.
 //! - Staged, 128 × 128 per workgroup of 16 subgroups of 32 × 32, 16-deep steps, three
-//!   products: 116.1, 139.0, 41.3 µs and 3.55 ms at the four shapes above, 1.29–1.54× faster
-//!   than the f32 tiles at MiniLM's batch-32 products and level at 4096³, f32-accurate.
+//!   products: 118.7, 124.2, 37.6 µs and 3.54 ms at `4096 × 384 × 1536`, `4096 × 1536 × 384`,
+//!   `4096 × 384 × 384` and `4096³`, against 193.5, 189.4, 58.6 µs and 3.54 ms for mia's
+//!   fastest f32 tile of each, f32-accurate. mia's own tensor-core tiles (scalar loads):
+//!   134.6, 146.3, 47.7 µs and 3.03 ms.
 //! - The module must be built without loop bounding (`create_shader_module_trusted`): with
 //!   it, 2.4x slower. Configurations over the 48 KiB of workgroup memory hung pipeline
 //!   creation instead of failing, so they are skipped.
-//! - mia's first tensor-core tiles (`bench/results/h200-2026-12-04/coop-tiles-wip.patch`) gave
-//!   wrong products (rel. error 1.37) with the same fragments and epilogue but scalar loads into
-//!   padded rows; the last four configurations mix loads, padding and epilogue to isolate that
-//!   (not yet run), and `COOP_PROBE_WGSL=bench/results/h200-2026-12-04/coop-tile-matmul-wrong.wgsl`
-//!   reruns that tile's shader here.
+//! - A `u32` workgroup variable declared after the f16 and f32 arrays (mia's first overflow
+//!   flag) makes the products wrong (rel. error 1.35, `probe-bisect.log`): mia's tiles keep
+//!   every workgroup array a multiple of 16 bytes.
 //!
 //! Run on a machine with cooperative matrices (lavapipe has none):
 //! `cargo run --release -p mia-runtime --example coop_probe`.
@@ -283,7 +280,8 @@ const CONFIGS: [Config; 18] = {
         c(2, 2, 4, 4, 16, 3, true),
         c(4, 2, 4, 2, 16, 3, true),
         // Scalar loads into padded rows (as mia's tiles stage), with either epilogue, and the
-        // other two mixes: which of them, if any, gives wrong products (see the module docs).
+        // other two mixes (all right on the H200: not these but a workgroup variable broke
+        // mia's first tiles, see the module docs).
         mixed(2, 2, 2, 2, 16, 3, [false, true, false]),
         mixed(2, 2, 2, 2, 16, 3, [false, true, true]),
         mixed(2, 2, 2, 2, 16, 3, [true, true, false]),
