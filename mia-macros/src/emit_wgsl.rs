@@ -607,10 +607,13 @@ impl Emitter<'_> {
             );
             let _ = writeln!(s, "    }}");
             let op = subgroup_op(ph.op);
+            if !self.sg_rows {
+                // The workgroup's partial results meet in `red_{t}`.
+                self.shared.insert(t);
+            }
             if self.sg_rows {
                 let _ = writeln!(s, "    let ph{p} = {op}(acc{p});");
             } else if self.sg {
-                self.shared.insert(t);
                 // Each subgroup's total, then every subgroup folds the totals lane by lane
                 // (any subgroup size) and combines its lanes: the same value everywhere.
                 let _ = writeln!(
@@ -620,7 +623,6 @@ impl Emitter<'_> {
                     combine(ph.op, &format!("fold{p}"), &format!("red_{t}[i]"))
                 );
             } else {
-                self.shared.insert(t);
                 let _ = writeln!(
                     s,
                     "    red_{t}[lid] = acc{p};\n    workgroupBarrier();\n    for (var h = {}u; h > 0u; h = h >> 1u) {{\n        if (lid < h) {{ red_{t}[lid] = {}; }}\n        workgroupBarrier();\n    }}\n    let ph{p} = red_{t}[0];\n    workgroupBarrier();",

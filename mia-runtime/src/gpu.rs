@@ -849,36 +849,39 @@ impl GpuContext {
                 profile,
                 ..
             } = &mut *pending;
-            if let (Some(open), true, None) = (pass.as_mut(), self.one_pass, profile.as_ref()) {
-                open.set_pipeline(&pipeline.pipeline);
-                open.set_bind_group(0, &bind_group, &[]);
-                open.dispatch_workgroups(x, y, 1);
-            } else {
-                // A profile scope opened since the shared pass began: end that pass first.
+            // Profiled dispatches get a pass each, for their timestamps; so does every dispatch
+            // with `MIA_GPU_ONE_PASS=0`. Otherwise the batch's shared pass, opened here first.
+            let shared = self.one_pass && profile.is_none();
+            if !shared {
                 *pass = None;
-                let shared = self.one_pass && profile.is_none();
-                let encoder = encoder.get_or_insert_with(|| self.new_encoder());
-                // Debug poisoning is not the kernel's work: it is left out of profiles.
-                let timed = profile.as_mut().filter(|_| label != POISON_LABEL);
-                let timestamp_writes = timed.and_then(|scope| {
-                    let i = scope.passes;
-                    scope.passes = scope.passes.saturating_add(1);
-                    (i < PROFILE_PASSES).then_some(wgpu::ComputePassTimestampWrites {
-                        query_set: &scope.query_set,
-                        beginning_of_pass_write_index: Some(2 * i),
-                        end_of_pass_write_index: Some(2 * i + 1),
-                    })
-                });
-                let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some(if shared { "mia passes" } else { label }),
-                    timestamp_writes,
-                });
-                cpass.set_pipeline(&pipeline.pipeline);
-                cpass.set_bind_group(0, &bind_group, &[]);
-                cpass.dispatch_workgroups(x, y, 1);
-                if shared {
-                    *pass = Some(cpass.forget_lifetime());
+            }
+            let open = match pass {
+                Some(open) => open,
+                None => {
+                    let encoder = encoder.get_or_insert_with(|| self.new_encoder());
+                    // Debug poisoning is not the kernel's work: it is left out of profiles.
+                    let timed = profile.as_mut().filter(|_| label != POISON_LABEL);
+                    let timestamp_writes = timed.and_then(|scope| {
+                        let i = scope.passes;
+                        scope.passes = scope.passes.saturating_add(1);
+                        (i < PROFILE_PASSES).then_some(wgpu::ComputePassTimestampWrites {
+                            query_set: &scope.query_set,
+                            beginning_of_pass_write_index: Some(2 * i),
+                            end_of_pass_write_index: Some(2 * i + 1),
+                        })
+                    });
+                    let cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some(if shared { "mia passes" } else { label }),
+                        timestamp_writes,
+                    });
+                    pass.insert(cpass.forget_lifetime())
                 }
+            };
+            open.set_pipeline(&pipeline.pipeline);
+            open.set_bind_group(0, &bind_group, &[]);
+            open.dispatch_workgroups(x, y, 1);
+            if !shared {
+                *pass = None;
             }
         }
         pending.passes += 1;
