@@ -202,8 +202,10 @@ pub(crate) fn compile(func: &syn::ItemFn, opts: &Options) -> Result<TokenStream,
         let mut forms = Vec::new();
         if let Some(mm) = &ir.mm {
             forms.push((p, emit_wgsl::TILES[0]));
-            let fits =
-                |t: &&emit_wgsl::Tile| t.workgroup_bytes(mm.bs.len()) <= emit_wgsl::MAX_TILE_BYTES;
+            let fits = |t: &&emit_wgsl::Tile| {
+                t.workgroup_bytes(mm.bs.len()) <= emit_wgsl::MAX_TILE_BYTES
+                    && (!t.v4 || emit_wgsl::v4_allowed(ir))
+            };
             for t in emit_wgsl::TILES[1..].iter().filter(fits) {
                 shaders.push(shader(p, ir, Form::Tile(*t)));
                 forms.push((shaders.len() - 1, *t));
@@ -869,35 +871,38 @@ impl Expander<'_> {
         let lens = self.buffer_lens(&bindings);
         let forms: Vec<usize> = self.tile_forms[p].iter().map(|f| f.0).collect();
         let tiles: Vec<emit_wgsl::Tile> = self.tile_forms[p].iter().map(|f| f.1).collect();
-        // Tile sizes, workgroup bytes, invocations and tensor cores: tilings over the device's
-        // limits, or on tensor cores it does not offer, are not tried (the first fits WebGPU's
-        // defaults).
+        // Tile sizes, workgroup bytes, invocations, tensor cores and vec4 loads: tilings over
+        // the device's limits, on tensor cores it does not offer, or with vec4 loads the
+        // operands do not allow, are not tried (the first fits WebGPU's defaults).
         let sizes: Vec<TokenStream> = tiles
             .iter()
             .map(|t| {
                 let (bm, bn) = (t.bm as usize, t.bn as usize);
                 let bytes = t.workgroup_bytes(ir.mm.as_ref().map_or(0, |m| m.bs.len()));
                 let threads = t.threads();
-                let coop = t.coop;
-                quote!((#bm, #bn, #bytes, #threads, #coop))
+                let (coop, v4) = (t.coop, t.v4);
+                quote!((#bm, #bn, #bytes, #threads, #coop, #v4))
             })
             .collect();
         let names: Vec<String> = tiles.iter().map(|t| t.name()).collect();
         let ntiles = tiles.len();
+        let rank = r;
         quote! {
             {
                 #dims
                 let __lim = __dev.limits();
                 rt::gpu_whole_bindings(#label, &[#(#lens),*], __lim.max_storage_binding_bytes)?;
                 let __batches: usize = __d[..#nbo].iter().fold(1usize, |a, &b| a.saturating_mul(b));
-                let __tiles: [(usize, usize, u32, u32, bool); #ntiles] = [#(#sizes),*];
+                let __tiles: [(usize, usize, u32, u32, bool, bool); #ntiles] = [#(#sizes),*];
                 let __names: [&str; #ntiles] = [#(#names),*];
+                let __v4ops: ::std::vec::Vec<&[usize]> = __mst.iter().map(|s| &s[..]).collect();
+                let __v4 = rt::vec4_operands(#rank, (__d[#mi], __mk, __d[#ni]), &__v4ops);
                 let __ok: ::std::vec::Vec<usize> = (0..#ntiles)
-                    .filter(|&t| t == 0 || (__tiles[t].2 <= __lim.max_workgroup_storage_bytes && __tiles[t].3 <= __lim.max_invocations_per_workgroup && (!__tiles[t].4 || __lim.tensor_cores)))
+                    .filter(|&t| t == 0 || (__tiles[t].2 <= __lim.max_workgroup_storage_bytes && __tiles[t].3 <= __lim.max_invocations_per_workgroup && (!__tiles[t].4 || __lim.tensor_cores) && (!__tiles[t].5 || __v4)))
                     .collect();
                 let __run = |__i: usize| -> ::mia_runtime::Result<()> {
                     let __t = __ok[__i];
-                    let (__bm, __bn, _, _, _) = __tiles[__t];
+                    let (__bm, __bn, _, _, _, _) = __tiles[__t];
                     let __groups = __batches
                         .saturating_mul(__d[#mi].div_ceil(__bm))
                         .saturating_mul(__d[#ni].div_ceil(__bn));

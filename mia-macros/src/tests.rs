@@ -228,6 +228,10 @@ fn every_matmul_tiling_validates() {
     for body in [
         quote! { fn k(x: Tensor<f32, B, M, K>, w: Tensor<f32, K, N>, b: Tensor<f32, N>) -> Tensor<f32, B, M, N> { gelu(matmul(x, w) + b) } },
         quote! { fn k(x: Tensor<f32, M, K>, w1: Tensor<f32, K, N>, w3: Tensor<f32, K, N>) -> Tensor<f32, M, N> { silu(matmul(x, w1)) * matmul(x, w3) } },
+        // The epilogue reads A's buffer, bound as vec4s by the `v4` tilings.
+        quote! { fn k(x: Tensor<f32, M, K>, w: Tensor<f32, K, K>) -> Tensor<f32, M, K> { matmul(x, w) + x } },
+        // A prologue: `v4` tilings keep scalar loads.
+        quote! { fn k(x: Tensor<f32, M, K>, w: Tensor<f32, K, N>) -> Tensor<f32, M, N> { matmul(relu(x), w) } },
     ] {
         let k = ast::parse(&item(body)).expect("parses");
         let g = check::check(&k).expect("checks");
@@ -252,6 +256,11 @@ fn every_matmul_tiling_validates() {
                 t.workgroup_bytes(nb) / 4 / t.width()
             };
             assert!(src.contains(&format!(", {len}>;")), "{}", t.name());
+            let v4 = t.v4 && emit_wgsl::v4_allowed(ir);
+            assert_eq!(src.contains("array<vec4<f32>>"), v4, "{}\n{src}", t.name());
+            if std::env::var_os("MIA_DUMP_TILE").is_some() && v4 {
+                eprintln!("{src}");
+            }
         }
     }
 }

@@ -563,6 +563,35 @@ pub fn gpu_whole_bindings(label: &str, lens: &[usize], max_binding: u64) -> Resu
     Ok(())
 }
 
+/// Whether a matmul pass's operands allow the vec4 tilings' loads (four floats along the
+/// contiguous axis, from offsets that are multiples of 4). `ops` holds each operand's strides
+/// as the pass passes them (A, then each B): one per axis of the `rank`-axis output, then
+/// the contraction's. A must be row-major (column stride 1, row stride a multiple of 4); a B
+/// row-major with `n` a multiple of 4, or a transposed view (row stride 1, column stride a
+/// multiple of 4), told apart as the shader does; `k` and every batch stride multiples of 4.
+/// An empty product is refused: a vec4 binding needs at least 16 bytes, and an empty
+/// operand's buffer may hold fewer.
+pub fn vec4_operands(rank: usize, (m, k, n): (usize, usize, usize), ops: &[&[usize]]) -> bool {
+    let Some((a, bs)) = ops
+        .split_first()
+        .filter(|_| rank >= 2 && m > 0 && k > 0 && n > 0)
+    else {
+        return false;
+    };
+    let x4 = |v: usize| v.is_multiple_of(4);
+    let fits = |s: &[usize]| s.len() == rank + 1 && s[..rank - 2].iter().all(|&v| x4(v));
+    let a_ok = fits(a) && a[rank] == 1 && x4(a[rank - 2]);
+    a_ok && x4(k)
+        && bs.iter().all(|b| {
+            fits(b)
+                && if b[rank - 1] != 1 && b[rank] == 1 {
+                    x4(b[rank - 1])
+                } else {
+                    b[rank - 1] == 1 && x4(b[rank]) && x4(n)
+                }
+        })
+}
+
 pub use crate::autotune::autotune;
 
 /// A `0`/`1` switch from the environment (`None` when unset or anything else): the switches
@@ -573,5 +602,42 @@ pub(crate) fn env_switch(name: &str) -> Option<bool> {
         "0" => Some(false),
         "1" => Some(true),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::vec4_operands;
+
+    /// Strides per operand of a rank-3 product `[B, M, N] = [B, M, K] x [K, N]` (one per
+    /// output axis, then the contraction's).
+    #[test]
+    fn vec4_operands_needs_whole_aligned_vec4s() {
+        let (m, k, n) = (5, 8, 12);
+        let a = [m * k, k, 0, 1];
+        let b = [0, 0, 1, n];
+        let bt = [0, 0, k, 1];
+        assert!(vec4_operands(3, (m, k, n), &[&a, &b]));
+        assert!(vec4_operands(3, (m, k, n), &[&a, &bt, &b]));
+        // N not a multiple of 4 only matters to a row-major B.
+        assert!(!vec4_operands(3, (m, k, 10), &[&a, &[0, 0, 1, 10]]));
+        assert!(vec4_operands(3, (m, k, 10), &[&a, &bt]));
+        // K, A's row stride, a batch stride, a transposed A, a B strided both ways.
+        assert!(!vec4_operands(3, (m, 6, n), &[&[m * 6, 6, 0, 1], &b]));
+        assert!(!vec4_operands(3, (m, k, n), &[&[m * 10, 10, 0, 1], &b]));
+        assert!(!vec4_operands(3, (m, k, n), &[&[m * k + 2, k, 0, 1], &b]));
+        assert!(!vec4_operands(3, (m, k, n), &[&[m * k, 1, 0, m], &b]));
+        assert!(!vec4_operands(3, (m, k, n), &[&a, &[0, 0, 2, 2 * n]]));
+        // Empty products (an operand's buffer may be shorter than one vec4).
+        assert!(!vec4_operands(3, (0, k, n), &[&a, &b]));
+        assert!(!vec4_operands(
+            3,
+            (m, 0, n),
+            &[&[0, 0, 0, 1], &[0, 0, 1, n]]
+        ));
+        // Malformed input is refused, not a panic.
+        assert!(!vec4_operands(1, (m, k, n), &[&[1, 1], &[1, 1]]));
+        assert!(!vec4_operands(3, (m, k, n), &[&a, &[1, 1]]));
+        assert!(!vec4_operands(3, (m, k, n), &[]));
     }
 }
