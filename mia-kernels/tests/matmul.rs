@@ -577,7 +577,16 @@ fn attention_matches_f64() {
     let _g = serial();
     let mut rng = rng(5);
     for dev in devices() {
-        for &(h, t, s, e) in &[(1, 1, 1, 1), (2, 7, 9, 16), (3, 33, 65, 8), (2, 64, 64, 64)] {
+        // Odd sizes, and several key blocks with a ragged last one (S = 300; E = 20 is not a
+        // whole number of the CPU's 8 × 8 packing blocks).
+        let shapes = [
+            (1, 1, 1, 1),
+            (2, 7, 9, 16),
+            (3, 33, 65, 8),
+            (2, 64, 64, 64),
+            (2, 37, 300, 20),
+        ];
+        for &(h, t, s, e) in &shapes {
             let (q, k, v) = (
                 data(&mut rng, &[h, t, e]),
                 data(&mut rng, &[h, s, e]),

@@ -473,7 +473,7 @@ fn pack_b(
 /// `dst[j·ldd + i] = src[i·lds + j]` for an 8 × 8 block (`i`, `j` < 8), through AVX registers.
 /// Panics if either block reaches past its slice.
 #[cfg(target_arch = "x86_64")]
-fn transpose8(src: &[f32], lds: usize, dst: &mut [f32], ldd: usize) {
+pub(crate) fn transpose8(src: &[f32], lds: usize, dst: &mut [f32], ldd: usize) {
     assert!(
         src.len() >= 7 * lds + 8 && dst.len() >= 7 * ldd + 8,
         "transpose8: block out of range"
