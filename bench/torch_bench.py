@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch side of mia's benchmark suite, on CUDA.
+"""PyTorch side of mia's benchmark suite, on CUDA and the CPU.
 
 Reads the JSON that `mia-bench --json` wrote, runs the same cases (same op, same shapes, the
 same input distributions) with PyTorch, and writes a JSON report in mia-bench's schema
@@ -9,8 +9,13 @@ same input distributions) with PyTorch, and writes a JSON report in mia-bench's 
 
 Implementations: `torch-eager`, `torch-compile` (torch.compile, default mode, static shapes),
 `cublas-fp32` for matrix products (TF32 off), `torch-sdpa` for attention
-(F.scaled_dot_product_attention). Every result is checked against the same op run in float64
-before it is timed. Timing: >= 0.5 s of back-to-back warm-up, then the median of 20 samples,
+(F.scaled_dot_product_attention). Cases mia ran on the CPU also run on the CPU with
+`--cpu-threads` threads: `torch-eager` (a matrix product is then an MKL/oneDNN SGEMM) and
+`torch-sdpa`; torch.compile is left out there (Inductor's CPU back end compiles C++ at run time,
+which the lent machines cannot be relied on for). Every result is checked against the same op
+run in float64 before it is timed. CPU timing: the same warm-up, then the median of 20 samples,
+each the host clock around enough back-to-back calls to last 2 ms (at most REPS). CUDA timing:
+>= 0.5 s of back-to-back warm-up, then the median of 20 samples,
 each sample CUDA events around REPS back-to-back calls divided by REPS (a GPU-side time, as
 mia's timestamps are). Each sample first queues a ~2 ms GPU spin (torch.cuda._sleep), so the
 host has queued all REPS calls before the GPU reaches them: the sample measures the kernels,
@@ -53,7 +58,7 @@ SPIN_CYCLES = 4_000_000
 
 
 def uniform(gen, shape, lo, hi):
-    return torch.rand(shape, generator=gen, device="cuda", dtype=torch.float32) * (hi - lo) + lo
+    return torch.rand(shape, generator=gen, device=gen.device, dtype=torch.float32) * (hi - lo) + lo
 
 
 def rowwise_inputs(vectors):
@@ -105,8 +110,14 @@ OPS = {
 }
 
 
-def implementations(op, fn):
-    """(name, callable) pairs for an op; torch.compile wraps a fresh function per case."""
+def implementations(op, fn, dev):
+    """(name, callable) pairs for an op on `dev` (gpu or cpu); torch.compile wraps a fresh
+    function per case, on the GPU only."""
+    if dev == "cpu":
+        impls = [("torch-eager", fn)]
+        if op == "attention":
+            impls.append(("torch-sdpa", F.scaled_dot_product_attention))
+        return impls
     if op == "matmul":
         # Eager `a @ b` in fp32 with TF32 off is a cuBLAS SGEMM call.
         impls = [("cublas-fp32", fn)]
@@ -158,6 +169,27 @@ def time_cuda(fn, args, warmup_s, samples):
     return gpu, wall, spin is not None
 
 
+def time_cpu(fn, args, warmup_s, samples):
+    """Per-call host times: each sample is enough back-to-back calls to last 2 ms (at most
+    REPS), divided by their number. Returns (times, calls per sample)."""
+    start = time.perf_counter()
+    calls = 0
+    while True:
+        fn(*args)
+        calls += 1
+        if time.perf_counter() - start >= warmup_s:
+            break
+    per_call = (time.perf_counter() - start) / calls
+    reps = max(1, min(REPS, math.ceil(2e-3 / max(per_call, 1e-9))))
+    times = []
+    for _ in range(samples):
+        t = time.perf_counter()
+        for _ in range(reps):
+            fn(*args)
+        times.append((time.perf_counter() - t) / reps)
+    return times, reps
+
+
 MINILM_T = 128
 MINILM_BATCHES = (1, 32)
 # The float64 reference the Rust tests use: mia's tolerance for a float32 forward.
@@ -195,8 +227,9 @@ def minilm_cost(model, batch):
     return 4 * params + batch * t * 4 * 3 + batch * h * 4, batch * layers * per_layer
 
 
-def minilm_records(model_dir, reference, threads, warmup_s, samples):
-    """sentences/s of sentence-transformers' all-MiniLM-L6-v2, eager, on CUDA and the CPU."""
+def minilm_records(model_dir, reference, threads, warmup_s, samples, profile=False):
+    """sentences/s of sentence-transformers' all-MiniLM-L6-v2, eager, on CUDA and the CPU;
+    `profile` also prints where the CPU forward's time goes, per op (torch.profiler)."""
     from sentence_transformers import SentenceTransformer  # only this case needs it
 
     torch.set_num_threads(threads)
@@ -272,6 +305,12 @@ def minilm_records(model_dir, reference, threads, warmup_s, samples):
             }
             records.append(rec)
             print(f"{name} {dev:<4} torch-eager {med * 1e3:10.3f} ms {batch / med:10.1f} sentences/s", flush=True)
+            if profile and dev == "cpu":
+                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                    for _ in range(3):
+                        call()
+                print(f"{name} cpu, 3 forwards, by op:", flush=True)
+                print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12), flush=True)
         del model
     return records, failures
 
@@ -292,8 +331,9 @@ def main():
         "--cpu-threads",
         type=int,
         default=len(os.sched_getaffinity(0)),
-        help="torch CPU threads for --minilm (default: the cores this process may use, as rayon)",
+        help="torch CPU threads (default: the cores this process may use, as rayon)",
     )
+    ap.add_argument("--minilm-profile", action="store_true", help="print where the CPU forward's time goes, per op")
     ap.add_argument("--quick", action="store_true", help="short warm-up and 3 samples (default with a quick --mia)")
     args = ap.parse_args()
     if args.mia is None and args.minilm is None:
@@ -311,60 +351,73 @@ def main():
     torch.set_float32_matmul_precision("highest")
     records, failures = [], []
     if args.minilm is not None:
-        records, failures = minilm_records(args.minilm, args.minilm_reference, args.cpu_threads, warmup_s, samples)
+        records, failures = minilm_records(
+            args.minilm, args.minilm_reference, args.cpu_threads, warmup_s, samples, args.minilm_profile
+        )
         write_report(args.json, mia, records, failures)
     if args.mia is None:
         print(f"wrote {args.json}: {len(records)} records, {len(failures)} failures", flush=True)
         sys.exit(1 if failures else 0)
 
-    if not torch.cuda.is_available():
-        sys.exit("torch_bench.py: CUDA is not available")
     torch._dynamo.config.cache_size_limit = 64
+    torch.set_num_threads(args.cpu_threads)
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        print("torch_bench.py: CUDA is not available; only the CPU cases run", flush=True)
 
-
-    # One entry per case that mia ran on the GPU (else on the CPU), in mia's order.
+    # One entry per (case, device) that mia ran, in mia's order.
     cases = {}
     for r in mia["records"]:
-        if r["implementation"] != "mia":
-            continue
-        if r["case"] not in cases or r["device"] == "gpu":
-            cases[r["case"]] = r
-    device_name = f"{torch.cuda.get_device_name()} (CUDA, torch {torch.__version__})"
-    for name, m in cases.items():
+        if r["implementation"] == "mia" and (r["device"] == "cpu" or cuda):
+            cases.setdefault((r["case"], r["device"]), r)
+    names = {
+        "gpu": f"{torch.cuda.get_device_name()} (CUDA, torch {torch.__version__})" if cuda else None,
+        "cpu": f"{platform.processor() or platform.machine()} ({args.cpu_threads} threads, torch {torch.__version__})",
+    }
+    for (name, dev), m in cases.items():
         if args.filter and args.filter not in name:
             continue
         if m["op"] not in OPS:
-            print(f"{name}: no PyTorch version of op `{m['op']}`; skipped", flush=True)
+            print(f"{name} {dev}: no PyTorch version of op `{m['op']}`; skipped", flush=True)
             continue
         make, fn, tol = OPS[m["op"]]
-        gen = torch.Generator(device="cuda")
+        gen = torch.Generator(device="cuda" if dev == "gpu" else "cpu")
         gen.manual_seed(zlib.crc32(name.encode()))  # stable per case, like mia-bench's
         inputs = make(m["shape"], gen)
         want = fn(*[t.double() for t in inputs])
-        print(f"{name} {m['shape']}", flush=True)
-        for impl, f in implementations(m["op"], fn):
+        print(f"{name} {dev} {m['shape']}", flush=True)
+        for impl, f in implementations(m["op"], fn, dev):
             try:
                 err = rel_error(f(*inputs), want)
                 if not err <= tol:
                     raise ValueError(f"wrong result: relative error {err:.3e} exceeds {tol:.0e}")
-                gpu, wall, spun = time_cuda(f, inputs, warmup_s, samples)
+                if dev == "gpu":
+                    times, wall, spun = time_cuda(f, inputs, warmup_s, samples)
+                    timer, reps = "cuda-event", REPS
+                    note = f"CUDA events around {REPS} back-to-back calls, per call" + (
+                        ", queued behind a GPU spin" if spun else ", no torch.cuda._sleep: may include launch gaps"
+                    )
+                else:
+                    times, reps = time_cpu(f, inputs, warmup_s, samples)
+                    wall, timer = times, "wall"
+                    note = f"host clock around {reps} back-to-back calls, per call; {args.cpu_threads} threads"
             except Exception as e:  # a failed compile or a wrong result: report, go on
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 print(f"  {impl:<14} FAILED: {msg}", flush=True)
-                failures.append({"case": name, "device": "gpu", "implementation": impl, "message": msg})
+                failures.append({"case": name, "device": dev, "implementation": impl, "message": msg})
                 continue
-            med, lo, hi = median_min_max(gpu)
+            med, lo, hi = median_min_max(times)
             rec = {
                 "case": name,
                 "op": m["op"],
                 "shape": m["shape"],
-                "device": "gpu",
-                "device_name": device_name,
+                "device": dev,
+                "device_name": names[dev],
                 "implementation": impl,
                 "passes": None,
-                "timer": "cuda-event",
-                "samples": len(gpu),
-                "calls_per_sample": REPS,
+                "timer": timer,
+                "samples": len(times),
+                "calls_per_sample": reps,
                 "median_s": med,
                 "min_s": lo,
                 "max_s": hi,
@@ -375,8 +428,7 @@ def main():
                 "gflop_per_s": m["flops"] / med / 1e9,
                 "rel_error": err,
                 "ratios": {},
-                "note": f"CUDA events around {REPS} back-to-back calls, per call"
-                + (", queued behind a GPU spin" if spun else ", no torch.cuda._sleep: may include launch gaps"),
+                "note": note,
             }
             records.append(rec)
             print(

@@ -110,9 +110,11 @@ where
 }
 
 /// Whether tiles read `a` in place (row-major, no prologue) instead of packing it: see
-/// [`product`].
+/// [`product`]. `MIA_CPU_PACK_A=1` packs every A, to compare the two on a machine.
 fn reads_a_in_place(a: &Operand) -> bool {
-    a.pro.is_none() && a.cs == 1
+    static PACK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let pack = *PACK.get_or_init(|| crate::rt::env_switch("MIA_CPU_PACK_A") == Some(true));
+    a.pro.is_none() && a.cs == 1 && !pack
 }
 
 /// Element offset of batch `bi` (row-major over `dims`) for `strides`.
@@ -275,11 +277,15 @@ unsafe fn avx2_6x16<const PACKED: bool>(
     }
 }
 
-/// AVX-512F (cached; off with `MIA_CPU_BASELINE`, like AVX2).
+/// AVX-512F (cached; off with `MIA_CPU_BASELINE`, like AVX2, or alone with
+/// `MIA_CPU_AVX512=0`, to measure what the wider kernels buy on a machine).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx512() -> bool {
     static YES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *YES.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+    *YES.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && crate::rt::env_switch("MIA_CPU_AVX512") != Some(false)
+    })
 }
 
 /// The AVX-512 12×32 kernel: 24 of the 32 zmm registers accumulate.
