@@ -103,7 +103,7 @@ fn cost((batch, t): (usize, usize)) -> (u64, u64) {
         .iter()
         .map(|(_, shape)| shape.iter().product::<usize>())
         .sum();
-    let (h, f, layers) = (DIM, 1536, 6);
+    let (h, f, layers) = (DIM, 1536, LAYERS);
     let per_layer = 2 * t * (4 * h * h + 2 * h * f) + 2 * 2 * t * t * h;
     (
         (4 * params + batch * t * 4 * 3 + batch * h * 4) as u64,
@@ -111,7 +111,33 @@ fn cost((batch, t): (usize, usize)) -> (u64, u64) {
     )
 }
 
-/// Time per kind of pass (GPU: its own clock; CPU: host clock), e.g. `; by pass: matmul 4.10 ms (30), attention 0.61 ms (6), …`
+/// Encoder layers of all-MiniLM-L6-v2.
+const LAYERS: usize = 6;
+
+/// Profiled forward calls per batch size, whose per-pass medians [`breakdown`] reports.
+const PROFILED_CALLS: usize = 5;
+
+/// Each pass's median over several profiled calls (`None` when there were none, or when the
+/// calls timed different numbers of passes).
+fn median_passes(runs: &[Vec<std::time::Duration>]) -> Option<Vec<std::time::Duration>> {
+    let n = runs.first()?.len();
+    if runs.iter().any(|r| r.len() != n) {
+        return None;
+    }
+    Some(
+        (0..n)
+            .map(|i| {
+                let mut ts: Vec<_> = runs.iter().map(|r| r[i]).collect();
+                ts.sort_unstable();
+                ts[ts.len() / 2]
+            })
+            .collect(),
+    )
+}
+
+/// Time per kind of pass (GPU: its own clock; CPU: host clock), e.g. `; by pass: matmul 4.10 ms (30), attention 0.61 ms (6), …`,
+/// then the products by their place in a layer, summed over the layers, e.g.
+/// `; products per layer: #1 (2×) 0.80 ms, …` (`2×`: two products in one pass)
 /// (empty when the passes timed are not the plan's, e.g. a pass dispatched in chunks).
 fn breakdown(passes: &[std::time::Duration]) -> String {
     let plan = MiniLm::plan();
@@ -133,11 +159,37 @@ fn breakdown(passes: &[std::time::Duration]) -> String {
             None => kinds.push((kind, t.as_secs_f64(), 1)),
         }
     }
+    // The products by their place in a layer (the plan repeats per layer): the j-th product
+    // of every layer is one entry, with how many products its pass computes.
+    let mm: Vec<(usize, f64)> = plan
+        .passes
+        .iter()
+        .zip(passes)
+        .filter_map(|(p, t)| match p.kind {
+            PassKind::MatMul { products } => Some((products, t.as_secs_f64())),
+            _ => None,
+        })
+        .collect();
+    let per_layer = mm.len() / LAYERS;
+    let products: Vec<String> = if per_layer > 0 && mm.len().is_multiple_of(LAYERS) {
+        (0..per_layer)
+            .map(|j| {
+                let t: f64 = mm.iter().skip(j).step_by(per_layer).map(|m| m.1).sum();
+                format!("#{} ({}×) {:.3} ms", j + 1, mm[j].0, t * 1e3)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let parts: Vec<String> = kinds
         .iter()
         .map(|(k, t, n)| format!("{k} {:.3} ms ({n})", t * 1e3))
         .collect();
-    format!("; by pass: {}", parts.join(", "))
+    format!(
+        "; by pass: {}; products per layer: {}",
+        parts.join(", "),
+        products.join(", ")
+    )
 }
 
 /// One record per batch size: checked against `reference`, then timed on `dev`.
@@ -159,10 +211,16 @@ pub fn run(
             enc.forward(&inputs).map(drop).map_err(Into::into)
         })?;
         let (median, min, max) = stats(&timing.wall);
-        // One more call, profiled: where the time goes, by kind of pass.
-        let (r, passes) = dev.profile_passes(|| Ok(enc.forward(&inputs)))?;
-        r?;
-        dev.synchronize()?;
+        // More calls, profiled: where the time goes, each pass's median over the calls (one
+        // call on a noisy host moved whole kinds of pass by 2x).
+        let mut runs = Vec::new();
+        for _ in 0..if quick { 1 } else { PROFILED_CALLS } {
+            let (r, passes) = dev.profile_passes(|| Ok(enc.forward(&inputs)))?;
+            r?;
+            dev.synchronize()?;
+            runs.extend(passes);
+        }
+        let passes = median_passes(&runs);
         let gpu_time = if dev.is_gpu() {
             // Host time to record a call's passes (the GPU starts only when they are submitted).
             let mut record = Vec::new();
