@@ -117,9 +117,9 @@ const LAYERS: usize = 6;
 /// Profiled forward calls per batch size, whose per-pass medians [`breakdown`] reports.
 const PROFILED_CALLS: usize = 5;
 
-/// Each pass's median over several profiled calls (`None` when there were none, or when the
-/// calls timed different numbers of passes).
-fn median_passes(runs: &[Vec<std::time::Duration>]) -> Option<Vec<std::time::Duration>> {
+/// Each pass's median time in seconds over several profiled calls (`None` when there were
+/// none, or when the calls timed different numbers of passes).
+fn median_passes(runs: &[Vec<std::time::Duration>]) -> Option<Vec<f64>> {
     let n = runs.first()?.len();
     if runs.iter().any(|r| r.len() != n) {
         return None;
@@ -127,9 +127,8 @@ fn median_passes(runs: &[Vec<std::time::Duration>]) -> Option<Vec<std::time::Dur
     Some(
         (0..n)
             .map(|i| {
-                let mut ts: Vec<_> = runs.iter().map(|r| r[i]).collect();
-                ts.sort_unstable();
-                ts[ts.len() / 2]
+                let ts: Vec<f64> = runs.iter().map(|r| r[i].as_secs_f64()).collect();
+                stats(&ts).0
             })
             .collect(),
     )
@@ -139,7 +138,7 @@ fn median_passes(runs: &[Vec<std::time::Duration>]) -> Option<Vec<std::time::Dur
 /// then the products by their place in a layer, summed over the layers, e.g.
 /// `; products per layer: #1 (2×) 0.80 ms, …` (`2×`: two products in one pass)
 /// (empty when the passes timed are not the plan's, e.g. a pass dispatched in chunks).
-fn breakdown(passes: &[std::time::Duration]) -> String {
+fn breakdown(passes: &[f64]) -> String {
     let plan = MiniLm::plan();
     if passes.len() != plan.passes() {
         return String::new();
@@ -155,8 +154,8 @@ fn breakdown(passes: &[std::time::Duration]) -> String {
             PassKind::Causal => "causal",
         };
         match kinds.iter_mut().find(|k| k.0 == kind) {
-            Some(k) => (k.1, k.2) = (k.1 + t.as_secs_f64(), k.2 + 1),
-            None => kinds.push((kind, t.as_secs_f64(), 1)),
+            Some(k) => (k.1, k.2) = (k.1 + t, k.2 + 1),
+            None => kinds.push((kind, *t, 1)),
         }
     }
     // The products by their place in a layer (the plan repeats per layer): the j-th product
@@ -166,7 +165,7 @@ fn breakdown(passes: &[std::time::Duration]) -> String {
         .iter()
         .zip(passes)
         .filter_map(|(p, t)| match p.kind {
-            PassKind::MatMul { products } => Some((products, t.as_secs_f64())),
+            PassKind::MatMul { products } => Some((products, *t)),
             _ => None,
         })
         .collect();
