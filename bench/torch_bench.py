@@ -227,15 +227,16 @@ def minilm_cost(model, batch):
     return 4 * params + batch * t * 4 * 3 + batch * h * 4, batch * layers * per_layer
 
 
-def minilm_records(model_dir, reference, threads, warmup_s, samples, profile=False):
-    """sentences/s of sentence-transformers' all-MiniLM-L6-v2, eager, on CUDA and the CPU;
-    `profile` also prints where the CPU forward's time goes, per op (torch.profiler)."""
+def minilm_records(model_dir, reference, threads, warmup_s, samples, profile=False, devices=("gpu", "cpu")):
+    """sentences/s of sentence-transformers' all-MiniLM-L6-v2, eager, on CUDA and the CPU (those
+    of `devices`); `profile` also prints where the CPU forward's time goes, per op (torch.profiler)."""
     from sentence_transformers import SentenceTransformer  # only this case needs it
 
     torch.set_num_threads(threads)
     records, failures = [], []
-    targets = [("gpu", "cuda")] if torch.cuda.is_available() else []
-    targets.append(("cpu", "cpu"))
+    targets = [("gpu", "cuda")] if torch.cuda.is_available() and "gpu" in devices else []
+    if "cpu" in devices:
+        targets.append(("cpu", "cpu"))
     for dev, torch_dev in targets:
         if dev == "gpu":
             device_name = f"{torch.cuda.get_device_name()} (CUDA, torch {torch.__version__})"
@@ -333,6 +334,12 @@ def main():
         default=len(os.sched_getaffinity(0)),
         help="torch CPU threads (default: the cores this process may use, as rayon)",
     )
+    ap.add_argument(
+        "--minilm-device",
+        choices=["all", "cpu", "gpu"],
+        default="all",
+        help="where the MiniLM case runs: CUDA and the CPU (all), or one of them",
+    )
     ap.add_argument("--minilm-profile", action="store_true", help="print where the CPU forward's time goes, per op")
     ap.add_argument("--quick", action="store_true", help="short warm-up and 3 samples (default with a quick --mia)")
     args = ap.parse_args()
@@ -352,7 +359,13 @@ def main():
     records, failures = [], []
     if args.minilm is not None:
         records, failures = minilm_records(
-            args.minilm, args.minilm_reference, args.cpu_threads, warmup_s, samples, args.minilm_profile
+            args.minilm,
+            args.minilm_reference,
+            args.cpu_threads,
+            warmup_s,
+            samples,
+            args.minilm_profile,
+            ("gpu", "cpu") if args.minilm_device == "all" else (args.minilm_device,),
         )
         write_report(args.json, mia, records, failures)
     if args.mia is None:

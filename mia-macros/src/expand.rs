@@ -419,7 +419,7 @@ impl Expander<'_> {
                 #shapes
                 #(#cpu_fns)*
                 if __dev.is_cpu() {
-                    #cpu
+                    rt::on_pool(|| -> ::mia_runtime::Result<#ret> { #cpu })
                 } else {
                     #gpu
                 }

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The CPU of a lent machine, mia against PyTorch, in two parts (one call each, as the model
+# reaches the machine in two carries):
+#     bash bench/cpu-minilm.sh products
+#         the products alone, mia and PyTorch's SGEMM, and mia with `MIA_CPU_ON_POOL=0`
+#         (passes run from the calling thread instead of on rayon's pool);
+#     bash bench/cpu-minilm.sh model MODEL_DIR REFERENCE_JSON [ROUNDS]
+#         MiniLM, mia and sentence-transformers alternating for ROUNDS rounds (the host's times
+#         move by 20-40% between runs), each round also mia with `MIA_CPU_ON_POOL=0`; then
+#         mia with B packed per tile and per call (`MIA_CPU_SHARED_B`). mia's per-pass
+#         breakdown sets each product inside the model beside the same product alone.
+# Carry .devbin as for bench/h100.sh. Results (JSON per run, the log) go to
+# $OUT/cpu-{products,model}.tgz, $OUT else /tmp/mia-bench.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+part="$1" model="${2:-}" reference="${3:-}" rounds="${4:-3}"
+OUT="${OUT:-/tmp/mia-bench}"
+RES="$OUT/cpu-$part"
+mkdir -p "$RES"
+# shellcheck source=bench/device-env.sh
+source bench/device-env.sh
+args=(--device cpu --filter minilm --minilm "$model" --minilm-reference "$reference")
+mia() { # TAG [VAR=VALUE ...]
+    local tag="$1"
+    shift
+    echo "== mia $tag"
+    env "$@" .devbin/mia-bench "${args[@]}" --json "$RES/mia-$tag.json" | grep -E "^  cpu" || return 1
+    python3 -c 'import json,sys
+for r in json.load(open(sys.argv[1]))["records"]: print(r["case"], r["note"].split("; vs")[0].split("synchronize; ")[-1])' \
+        "$RES/mia-$tag.json"
+}
+(
+lscpu | grep -E "Model name|^CPU\(s\)|Thread|Core|Socket|L2|L3" | cut -c1-120
+status=0
+if [ "$part" = products ]; then
+    .devbin/mia-bench --device cpu --filter matmul/ --json "$RES/mia.json" || status=1
+    MIA_CPU_ON_POOL=0 .devbin/mia-bench --device cpu --filter matmul/ --json "$RES/mia-nopool.json" || status=1
+    python3 bench/torch_bench.py --mia "$RES/mia.json" --json "$RES/torch.json" || status=1
+    .devbin/mia-bench report --mia "$RES/mia.json" --torch "$RES/torch.json" --out "$RES/report" \
+        >/dev/null || status=1
+    exit $status
+fi
+for r in $(seq "$rounds"); do
+    mia "$r" || status=1
+    mia "nopool-$r" MIA_CPU_ON_POOL=0 || status=1
+    echo "== PyTorch $r"
+    PYTHONUNBUFFERED=1 python3 bench/torch_bench.py --minilm "$model" --minilm-reference "$reference" \
+        --minilm-device cpu --json "$RES/torch-$r.json" 2>&1 | grep -v "Loading weights" || status=1
+    python3 -c 'import json,sys
+for r in json.load(open(sys.argv[1]))["records"]: print(r["case"], "%.3f ms" % (r["median_s"] * 1e3))' \
+        "$RES/torch-$r.json"
+done
+for v in 0 1; do
+    mia "shared$v" MIA_CPU_SHARED_B=$v || status=1
+done
+exit $status
+) 2>&1 | tee "$RES/cpu-$part.log"
+status="${PIPESTATUS[0]}"
+tar czf "$OUT/cpu-$part.tgz" -C "$OUT" "cpu-$part" && rm -r "$RES"
+exit "$status"
