@@ -6,9 +6,9 @@
 #         (passes run from the calling thread instead of on rayon's pool);
 #     bash bench/cpu-minilm.sh model MODEL_DIR REFERENCE_JSON [ROUNDS]
 #         MiniLM, mia and sentence-transformers alternating for ROUNDS rounds (the host's times
-#         move by 20-40% between runs), each round also mia with `MIA_CPU_ON_POOL=0`; then
-#         mia with B packed per tile and per call (`MIA_CPU_SHARED_B`). mia's per-pass
-#         breakdown sets each product inside the model beside the same product alone.
+#         move by 20-40% between runs), each round also mia with the switch above.
+#         mia's per-pass breakdown sets each product inside the model beside the same
+#         product alone.
 # Carry .devbin as for bench/h100.sh. Results (JSON per run, the log) go to
 # $OUT/cpu-{products,model}.tgz, $OUT else /tmp/mia-bench.
 set -uo pipefail
@@ -24,10 +24,11 @@ mia() { # TAG [VAR=VALUE ...]
     local tag="$1"
     shift
     echo "== mia $tag"
-    env "$@" .devbin/mia-bench "${args[@]}" --json "$RES/mia-$tag.json" | grep -E "^  cpu" || return 1
+    env "$@" .devbin/mia-bench "${args[@]}" --json "$RES/mia-$tag.json" >/dev/null || return 1
     python3 -c 'import json,sys
-for r in json.load(open(sys.argv[1]))["records"]: print(r["case"], r["note"].split("; vs")[0].split("synchronize; ")[-1])' \
-        "$RES/mia-$tag.json"
+for r in json.load(open(sys.argv[1]))["records"]:
+    n = r["note"]
+    print(r["case"], "min %.3f ms" % (r["min_s"] * 1e3), n[n.find("by pass"):n.find("; vs")])' "$RES/mia-$tag.json"
 }
 (
 lscpu | grep -E "Model name|^CPU\(s\)|Thread|Core|Socket|L2|L3" | cut -c1-120
@@ -47,11 +48,9 @@ for r in $(seq "$rounds"); do
     PYTHONUNBUFFERED=1 python3 bench/torch_bench.py --minilm "$model" --minilm-reference "$reference" \
         --minilm-device cpu --json "$RES/torch-$r.json" 2>&1 | grep -v "Loading weights" || status=1
     python3 -c 'import json,sys
-for r in json.load(open(sys.argv[1]))["records"]: print(r["case"], "%.3f ms" % (r["median_s"] * 1e3))' \
+for r in json.load(open(sys.argv[1]))["records"]:
+    print(r["case"], "median %.3f min %.3f ms" % (r["median_s"] * 1e3, r["min_s"] * 1e3))' \
         "$RES/torch-$r.json"
-done
-for v in 0 1; do
-    mia "shared$v" MIA_CPU_SHARED_B=$v || status=1
 done
 exit $status
 ) 2>&1 | tee "$RES/cpu-$part.log"
