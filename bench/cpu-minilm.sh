@@ -14,9 +14,6 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 part="$1" model="${2:-}" reference="${3:-}" rounds="${4:-3}"
-OUT="${OUT:-/tmp/mia-bench}"
-RES="$OUT/cpu-$part"
-mkdir -p "$RES"
 # shellcheck source=bench/device-env.sh
 source bench/device-env.sh
 args=(--device cpu --filter minilm --minilm "$model" --minilm-reference "$reference")
@@ -30,30 +27,28 @@ for r in json.load(open(sys.argv[1]))["records"]:
     n = r["note"]
     print(r["case"], "min %.3f ms" % (r["min_s"] * 1e3), n[n.find("by pass"):n.find("; vs")])' "$RES/mia-$tag.json"
 }
-(
-lscpu | grep -E "Model name|^CPU\(s\)|Thread|Core|Socket|L2|L3" | cut -c1-120
-status=0
-if [ "$part" = products ]; then
-    .devbin/mia-bench --device cpu --filter matmul/ --json "$RES/mia.json" || status=1
-    MIA_CPU_ON_POOL=0 .devbin/mia-bench --device cpu --filter matmul/ --json "$RES/mia-nopool.json" || status=1
-    python3 bench/torch_bench.py --mia "$RES/mia.json" --json "$RES/torch.json" || status=1
-    .devbin/mia-bench report --mia "$RES/mia.json" --torch "$RES/torch.json" --out "$RES/report" \
-        >/dev/null || status=1
-    exit $status
-fi
-for r in $(seq "$rounds"); do
-    mia "$r" || status=1
-    mia "nopool-$r" MIA_CPU_ON_POOL=0 || status=1
-    echo "== PyTorch $r"
-    PYTHONUNBUFFERED=1 python3 bench/torch_bench.py --minilm "$model" --minilm-reference "$reference" \
-        --minilm-device cpu --json "$RES/torch-$r.json" 2>&1 | grep -v "Loading weights" || status=1
-    python3 -c 'import json,sys
+main() {
+    lscpu | grep -E "Model name|^CPU\(s\)|Thread|Core|Socket|L2|L3" | cut -c1-120
+    local status=0
+    if [ "$part" = products ]; then
+        .devbin/mia-bench --device cpu --filter matmul/ --json "$RES/mia.json" || status=1
+        MIA_CPU_ON_POOL=0 .devbin/mia-bench --device cpu --filter matmul/ --json "$RES/mia-nopool.json" || status=1
+        python3 bench/torch_bench.py --mia "$RES/mia.json" --json "$RES/torch.json" || status=1
+        .devbin/mia-bench report --mia "$RES/mia.json" --torch "$RES/torch.json" --out "$RES/report" \
+            >/dev/null || status=1
+        return $status
+    fi
+    for r in $(seq "$rounds"); do
+        mia "$r" || status=1
+        mia "nopool-$r" MIA_CPU_ON_POOL=0 || status=1
+        echo "== PyTorch $r"
+        PYTHONUNBUFFERED=1 python3 bench/torch_bench.py --minilm "$model" --minilm-reference "$reference" \
+            --minilm-device cpu --json "$RES/torch-$r.json" 2>&1 | grep -v "Loading weights" || status=1
+        python3 -c 'import json,sys
 for r in json.load(open(sys.argv[1]))["records"]:
     print(r["case"], "median %.3f min %.3f ms" % (r["median_s"] * 1e3, r["min_s"] * 1e3))' \
-        "$RES/torch-$r.json"
-done
-exit $status
-) 2>&1 | tee "$RES/cpu-$part.log"
-status="${PIPESTATUS[0]}"
-tar czf "$OUT/cpu-$part.tgz" -C "$OUT" "cpu-$part" && rm -r "$RES"
-exit "$status"
+            "$RES/torch-$r.json"
+    done
+    return $status
+}
+run_packed "cpu-$part" main

@@ -9,27 +9,22 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 model="$1" reference="$2" rounds="${3:-3}"
-OUT="${OUT:-/tmp/mia-bench}"
-RES="$OUT/minilm-rounds"
-mkdir -p "$RES"
 # shellcheck source=bench/device-env.sh
 source bench/device-env.sh
 args=(--filter minilm --minilm "$model" --minilm-reference "$reference")
-(
-status=0
-for r in $(seq "$rounds"); do
-    echo "== round $r: mia, tensor cores"
-    MIA_TENSOR_CORES=1 MIA_CACHE_DIR="$RES/cache-tc" .devbin/mia-bench --device all "${args[@]}" \
-        --json "$RES/mia-tc-$r.json" || status=1
-    echo "== round $r: mia, f32 tiles"
-    MIA_TENSOR_CORES=0 MIA_CACHE_DIR="$RES/cache-f32" .devbin/mia-bench --device gpu "${args[@]}" \
-        --json "$RES/mia-f32-$r.json" || status=1
-    echo "== round $r: PyTorch"
-    PYTHONUNBUFFERED=1 python3 bench/torch_bench.py --minilm "$model" --minilm-reference "$reference" \
-        --json "$RES/torch-$r.json" 2>&1 | grep -v "Loading weights" || status=1
-done
-exit $status
-) 2>&1 | tee "$RES/minilm-rounds.log"
-status="${PIPESTATUS[0]}"
-tar czf "$OUT/minilm-rounds.tgz" -C "$OUT" minilm-rounds && rm -r "$RES"
-exit "$status"
+main() {
+    local status=0
+    for r in $(seq "$rounds"); do
+        echo "== round $r: mia, tensor cores"
+        MIA_TENSOR_CORES=1 MIA_CACHE_DIR="$RES/cache-tc" .devbin/mia-bench --device all "${args[@]}" \
+            --json "$RES/mia-tc-$r.json" || status=1
+        echo "== round $r: mia, f32 tiles"
+        MIA_TENSOR_CORES=0 MIA_CACHE_DIR="$RES/cache-f32" .devbin/mia-bench --device gpu "${args[@]}" \
+            --json "$RES/mia-f32-$r.json" || status=1
+        echo "== round $r: PyTorch"
+        PYTHONUNBUFFERED=1 python3 bench/torch_bench.py --minilm "$model" --minilm-reference "$reference" \
+            --json "$RES/torch-$r.json" 2>&1 | grep -v "Loading weights" || status=1
+    done
+    return $status
+}
+run_packed minilm-rounds main

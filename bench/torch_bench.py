@@ -141,13 +141,20 @@ def median_min_max(xs):
     return statistics.median(xs), min(xs), max(xs)
 
 
-def time_cuda(fn, args, warmup_s, samples):
+def warm_up(call, warmup_s):
+    """Calls `call()` back to back for at least `warmup_s` seconds; returns seconds per call."""
     start = time.perf_counter()
+    calls = 0
     while True:
-        fn(*args)
-        torch.cuda.synchronize()
+        call()
+        calls += 1
         if time.perf_counter() - start >= warmup_s:
             break
+    return (time.perf_counter() - start) / calls
+
+
+def time_cuda(fn, args, warmup_s, samples):
+    warm_up(lambda: (fn(*args), torch.cuda.synchronize()), warmup_s)
     gpu = []
     spin = getattr(torch.cuda, "_sleep", None)
     for _ in range(samples):
@@ -172,14 +179,7 @@ def time_cuda(fn, args, warmup_s, samples):
 def time_cpu(fn, args, warmup_s, samples):
     """Per-call host times: each sample is enough back-to-back calls to last 2 ms (at most
     REPS), divided by their number. Returns (times, calls per sample)."""
-    start = time.perf_counter()
-    calls = 0
-    while True:
-        fn(*args)
-        calls += 1
-        if time.perf_counter() - start >= warmup_s:
-            break
-    per_call = (time.perf_counter() - start) / calls
+    per_call = warm_up(lambda: fn(*args), warmup_s)
     reps = max(1, min(REPS, math.ceil(2e-3 / max(per_call, 1e-9))))
     times = []
     for _ in range(samples):
@@ -264,12 +264,7 @@ def minilm_records(model_dir, reference, threads, warmup_s, samples, profile=Fal
                 with torch.inference_mode():
                     return model(feats)["sentence_embedding"]
 
-            start = time.perf_counter()
-            while True:
-                call()
-                sync()
-                if time.perf_counter() - start >= warmup_s:
-                    break
+            warm_up(lambda: (call(), sync()), warmup_s)
             times = []
             for _ in range(samples):
                 t = time.perf_counter()
