@@ -2,8 +2,9 @@
 # The CPU of a lent machine, mia against PyTorch, in two parts (one call each, as the model
 # reaches the machine in two carries):
 #     bash bench/cpu-minilm.sh products
-#         the products alone, mia and PyTorch's SGEMM, and mia with `MIA_CPU_ON_POOL=0`
-#         (passes run from the calling thread instead of on rayon's pool);
+#         the products alone, mia and PyTorch's SGEMM, and mia with `MIA_CPU_TEAM=0`
+#         (each parallel phase a rayon fork-join on the pool instead of a phase of the calling
+#         thread's team);
 #     bash bench/cpu-minilm.sh model MODEL_DIR REFERENCE_JSON [ROUNDS]
 #         MiniLM, mia and sentence-transformers alternating for ROUNDS rounds (the host's times
 #         move by 20-40% between runs), each round also mia with the switch above.
@@ -32,7 +33,7 @@ main() {
     local status=0
     if [ "$part" = products ]; then
         .devbin/mia-bench --device cpu --filter matmul/ --json "$RES/mia.json" || status=1
-        MIA_CPU_ON_POOL=0 .devbin/mia-bench --device cpu --filter matmul/ --json "$RES/mia-nopool.json" || status=1
+        MIA_CPU_TEAM=0 .devbin/mia-bench --device cpu --filter matmul/ --json "$RES/mia-noteam.json" || status=1
         python3 bench/torch_bench.py --mia "$RES/mia.json" --json "$RES/torch.json" || status=1
         .devbin/mia-bench report --mia "$RES/mia.json" --torch "$RES/torch.json" --out "$RES/report" \
             >/dev/null || status=1
@@ -40,7 +41,7 @@ main() {
     fi
     for r in $(seq "$rounds"); do
         mia "$r" || status=1
-        mia "nopool-$r" MIA_CPU_ON_POOL=0 || status=1
+        mia "noteam-$r" MIA_CPU_TEAM=0 || status=1
         echo "== PyTorch $r"
         PYTHONUNBUFFERED=1 python3 bench/torch_bench.py --minilm "$model" --minilm-reference "$reference" \
             --minilm-device cpu --json "$RES/torch-$r.json" 2>&1 | grep -v "Loading weights" || status=1

@@ -238,7 +238,6 @@ pub fn attention(d: AttnDims, a: AttnArgs, out: AttnOut) {
 }
 
 fn run<K: Kernel>(job: &Job, batches: usize) {
-    use rayon::prelude::*;
     let d = &job.d;
     let want = 2 * rayon::current_num_threads().max(1);
     let mut rows = ROW_BLOCKS[0];
@@ -259,7 +258,7 @@ fn run<K: Kernel>(job: &Job, batches: usize) {
     if tasks == 1 || flops < SERIAL_FLOPS {
         (0..tasks).for_each(task);
     } else {
-        (0..tasks).into_par_iter().for_each(task);
+        crate::team::fork(tasks, task);
     }
 }
 

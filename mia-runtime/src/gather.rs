@@ -5,7 +5,6 @@
 
 use crate::error::{Error, Result};
 use crate::tensor::Element;
-use rayon::prelude::*;
 
 /// An integer dtype that indexes rows.
 pub trait RowIndex: Copy + Send + Sync {
@@ -64,7 +63,11 @@ pub fn gather<T: Element, I: RowIndex>(
     if out.len() <= SERIAL {
         out.chunks_mut(width).zip(ids).for_each(copy);
     } else {
-        out.par_chunks_mut(width).zip(ids).for_each(copy);
+        crate::team::fork_rows_mut(out, width, |i, o| {
+            if let Some(id) = ids.get(i) {
+                copy((o, id))
+            }
+        });
     }
     Ok(())
 }

@@ -674,7 +674,6 @@ fn pack_b_all<const NB: usize>(
     buf: &mut [f32],
     serial: bool,
 ) {
-    use rayon::prelude::*;
     /// Columns per packing task (a multiple of every `NR`).
     const GROUP: usize = 128;
     let mut jobs = Vec::new();
@@ -701,7 +700,7 @@ fn pack_b_all<const NB: usize>(
     if serial {
         jobs.into_iter().for_each(job);
     } else {
-        jobs.into_par_iter().for_each(job);
+        crate::team::fork_items(jobs, job);
     }
 }
 
@@ -715,7 +714,6 @@ fn tiled<K: Micro, const NB: usize, F>(
 ) where
     F: Fn(usize, usize, usize, &[&[f32]; NB]) + Sync,
 {
-    use rayon::prelude::*;
     let serial = d.m * d.n * d.k.max(1) * batches < SERIAL_FLOPS;
     let threads = if serial {
         1
@@ -792,7 +790,7 @@ fn tiled<K: Micro, const NB: usize, F>(
             if tiles == 1 || serial {
                 (0..tiles).for_each(task);
             } else {
-                (0..tiles).into_par_iter().for_each(task);
+                crate::team::fork(tiles, task);
             }
             return;
         }
@@ -804,22 +802,16 @@ fn tiled<K: Micro, const NB: usize, F>(
                 parts.resize(tiles * ks * tile_len, 0.0);
             }
             let parts = &mut parts[..tiles * ks * tile_len];
-            parts
-                .par_chunks_mut(tile_len)
-                .enumerate()
-                .for_each(|(i, buf)| compute(i / ks, i % ks, buf));
-            parts
-                .par_chunks_mut(ks * tile_len)
-                .enumerate()
-                .for_each(|(t, group)| {
-                    let (sum, rest) = group.split_at_mut(tile_len);
-                    for part in rest.chunks_exact(tile_len) {
-                        for (x, &y) in sum.iter_mut().zip(part) {
-                            *x += y;
-                        }
+            crate::team::fork_chunks_mut(parts, tile_len, |i, buf| compute(i / ks, i % ks, buf));
+            crate::team::fork_chunks_mut(parts, ks * tile_len, |t, group| {
+                let (sum, rest) = group.split_at_mut(tile_len);
+                for part in rest.chunks_exact(tile_len) {
+                    for (x, &y) in sum.iter_mut().zip(part) {
+                        *x += y;
                     }
-                    finish(t, sum);
-                });
+                }
+                finish(t, sum);
+            });
         };
         PARTS.with(|p| match p.try_borrow_mut() {
             Ok(mut parts) => run(&mut parts),
@@ -930,7 +922,6 @@ fn gemv<const NB: usize, F>(d: Dims, batches: usize, a: Operand, b: [Operand; NB
 where
     F: Fn(usize, usize, usize, &[&[f32]; NB]) + Sync,
 {
-    use rayon::prelude::*;
     const COLS: usize = 256;
     let nt = d.n.div_ceil(COLS);
     let tasks = batches * nt;
@@ -943,7 +934,7 @@ where
         if serial {
             rows.chunks_mut(d.k).enumerate().for_each(row);
         } else {
-            rows.par_chunks_mut(d.k).enumerate().for_each(row);
+            crate::team::fork_rows_mut(&mut rows, d.k, |bi, r| row((bi, r)));
         }
     }
     let task = |t: usize| {
@@ -980,7 +971,7 @@ where
     if serial {
         (0..tasks).for_each(task);
     } else {
-        (0..tasks).into_par_iter().for_each(task);
+        crate::team::fork(tasks, task);
     }
 }
 

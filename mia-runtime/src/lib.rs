@@ -18,6 +18,7 @@ mod plan;
 mod pool;
 #[doc(hidden)]
 pub mod rt;
+mod team;
 mod tensor;
 #[doc(hidden)]
 pub mod testing;

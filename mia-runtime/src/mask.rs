@@ -4,7 +4,6 @@
 //! attention applies the mask itself and this pass does not run.
 
 use crate::error::Result;
-use rayon::prelude::*;
 
 /// Elements at or below this many are masked on the calling thread.
 const SERIAL: usize = 1 << 15;
@@ -34,10 +33,11 @@ pub fn causal_mask(x: &[f32], t: usize, s: usize, out: &mut [f32]) {
     if out.len() <= SERIAL {
         out.chunks_mut(s).zip(x.chunks(s)).enumerate().for_each(row);
     } else {
-        out.par_chunks_mut(s)
-            .zip(x.par_chunks(s))
-            .enumerate()
-            .for_each(row);
+        crate::team::fork_rows_mut(out, s, |r, o| {
+            if let Some(x) = x.get(r * s..(r + 1) * s) {
+                row((r, (o, x)))
+            }
+        });
     }
 }
 

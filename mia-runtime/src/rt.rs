@@ -363,6 +363,13 @@ pub struct OutPtr<T>(pub *mut T);
 unsafe impl<T: Send> Send for OutPtr<T> {}
 unsafe impl<T: Send> Sync for OutPtr<T> {}
 
+impl<T> OutPtr<T> {
+    /// The pointer (a method, so that closures capture the `Send` wrapper, not the field).
+    pub fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
 thread_local! {
     /// Host time of each CPU pass run on this thread while a profile scope is open
     /// ([`Device::profile_passes`]); `None` outside one, so passes then cost one check.
@@ -395,15 +402,21 @@ pub(crate) fn cpu_profile<T>(f: impl FnOnce() -> T) -> (T, Vec<std::time::Durati
     (out, times.unwrap_or_default())
 }
 
-/// Runs a kernel's CPU passes as one task of rayon's pool (inline when already on it).
+/// Runs a kernel call's CPU passes: driving a [`crate::team`] of the pool's threads when it
+/// applies (see [`crate::team::can_drive`]), else as one task of rayon's pool (inline when
+/// already on it).
 ///
-/// Called from outside the pool, every parallel phase (a pass, packing B, summing depth
-/// slices) would be its own injected job: the caller sleeps on a lock until the pool is done
-/// and is woken again, a round trip measured at 30 to 40 µs on a 16-thread VM, paid about
-/// 80 times in a MiniLM forward. On a worker, a phase is a fork-join among awake threads.
-/// `MIA_CPU_ON_POOL=0` runs passes on the calling thread, to compare the two in one build.
+/// Called from outside the pool without a team, every parallel phase (a pass, packing B,
+/// summing depth slices) would be its own injected job: the caller sleeps on a lock until the
+/// pool is done and is woken again, a round trip measured at 30 to 40 µs on a 16-thread VM,
+/// paid about 80 times in a MiniLM forward. On a worker, a phase is a fork-join among the
+/// pool's threads. `MIA_CPU_TEAM=0` turns the team off; with it off, `MIA_CPU_ON_POOL=0` runs
+/// passes on the calling thread: the three ways compare in one build.
 pub fn on_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if crate::team::can_drive() {
+        return crate::team::drive(f);
+    }
     let off = *OFF.get_or_init(|| env_switch("MIA_CPU_ON_POOL") == Some(false));
     if off || rayon::current_thread_index().is_some() || rayon::current_num_threads() <= 1 {
         return f();
@@ -433,10 +446,9 @@ pub fn on_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 ///
 /// Below [`PARALLEL_THRESHOLD`] elements of work, spreading it over threads costs more than it
 /// saves. Above, `0..n` is cut into about four ranges per thread so that uneven progress
-/// balances out through rayon's work stealing. The ranges never overlap and cover `0..n`
+/// balances out ([`crate::team::fork`] hands them out one at a time). The ranges never overlap and cover `0..n`
 /// exactly; `f` is not called when `n == 0`.
 pub fn parallel_for(n: usize, cost: usize, f: impl Fn(std::ops::Range<usize>) + Sync + Send) {
-    use rayon::prelude::*;
     if n == 0 {
         return;
     }
@@ -446,9 +458,7 @@ pub fn parallel_for(n: usize, cost: usize, f: impl Fn(std::ops::Range<usize>) + 
         return;
     }
     let size = n.div_ceil(n.min(4 * threads));
-    (0..n.div_ceil(size))
-        .into_par_iter()
-        .for_each(|c| f(c * size..((c + 1) * size).min(n)));
+    crate::team::fork(n.div_ceil(size), |c| f(c * size..((c + 1) * size).min(n)));
 }
 
 pub use crate::attention::{attention, gpu_attention, AttnArgs, AttnDims, AttnOut, GpuOperand};
