@@ -320,6 +320,7 @@ mod tests {
 
     /// Runs `f` on a fresh thread; a deadlock fails the test after a minute instead of hanging.
     fn within_a_minute(f: impl FnOnce() + Send + 'static) {
+        pool();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             f();
@@ -327,6 +328,11 @@ mod tests {
         });
         rx.recv_timeout(Duration::from_secs(60))
             .expect("the test panicked or deadlocked");
+    }
+
+    /// Runs `f` driving a team, within a minute.
+    fn in_a_team(f: impl FnOnce() + Send + 'static) {
+        within_a_minute(|| drive(f));
     }
 
     fn counts(n: usize) -> Vec<AtomicU32> {
@@ -337,109 +343,100 @@ mod tests {
         c.iter().all(|c| c.load(SeqCst) == 1)
     }
 
+    /// Forks `n` counting tasks: whether each ran once.
+    fn fork_counts(n: usize) -> bool {
+        let c = counts(n);
+        fork(n, |i| {
+            c[i].fetch_add(1, SeqCst);
+        });
+        once_each(&c)
+    }
+
     #[test]
     fn a_team_runs_every_index_once_on_several_threads() {
-        pool();
-        within_a_minute(|| {
-            assert!(can_drive());
-            drive(|| {
-                assert!(
-                    !can_drive(),
-                    "a driving thread does not start a second team"
-                );
-                for n in [0, 1, 2, 3, 7, 64, 1000, 4099] {
-                    for _ in 0..20 {
-                        let c = counts(n);
-                        fork(n, |i| {
-                            c[i].fetch_add(1, SeqCst);
-                        });
-                        assert!(once_each(&c), "n = {n}");
-                    }
+        in_a_team(|| {
+            assert!(!can_drive(), "a driving thread starts no second team");
+            for n in [0, 1, 2, 3, 7, 64, 1000, 4099] {
+                for _ in 0..20 {
+                    assert!(fork_counts(n), "n = {n}");
                 }
-                // Tasks long enough for the members to arrive: more than one thread runs them.
+            }
+            // Tasks long enough for the members to arrive: more than one thread runs them
+            // (tried again while other tests' teams hold the pool's threads).
+            let mut seen = 0;
+            for _ in 0..100 {
                 let threads = Mutex::new(std::collections::HashSet::new());
                 fork(64, |_| {
                     std::thread::sleep(Duration::from_millis(2));
                     let id = std::thread::current().id();
                     threads.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
                 });
-                let seen = threads.lock().unwrap_or_else(|e| e.into_inner()).len();
-                assert!(seen > 1, "only {seen} thread ran the tasks");
-            });
+                seen = threads.lock().unwrap_or_else(|e| e.into_inner()).len();
+                if seen > 1 {
+                    break;
+                }
+            }
+            assert!(seen > 1, "only {seen} thread ran the tasks");
         });
     }
 
     #[test]
     fn a_fork_inside_a_task_runs_on_that_thread() {
-        pool();
-        within_a_minute(|| {
-            drive(|| {
-                let c = counts(8 * 9);
-                fork(8, |i| {
-                    let outer = std::thread::current().id();
-                    fork(9, |j| {
-                        assert_eq!(std::thread::current().id(), outer);
-                        c[i * 9 + j].fetch_add(1, SeqCst);
-                    })
-                });
-                assert!(once_each(&c));
+        in_a_team(|| {
+            let c = counts(8 * 9);
+            fork(8, |i| {
+                let outer = std::thread::current().id();
+                fork(9, |j| {
+                    assert_eq!(std::thread::current().id(), outer);
+                    c[i * 9 + j].fetch_add(1, SeqCst);
+                })
             });
+            assert!(once_each(&c));
         });
     }
 
     #[test]
     fn a_panicking_task_reaches_the_driver_and_the_team_goes_on() {
-        pool();
-        within_a_minute(|| {
-            drive(|| {
-                let r = catch_unwind(|| {
-                    fork(100, |i| {
-                        if i == 37 {
-                            panic!("task 37 fails");
-                        }
-                    })
-                });
-                let msg = r.expect_err("the panic is resumed");
-                assert_eq!(msg.downcast_ref::<&str>(), Some(&"task 37 fails"));
-                let c = counts(100);
+        in_a_team(|| {
+            let r = catch_unwind(|| {
                 fork(100, |i| {
-                    c[i].fetch_add(1, SeqCst);
-                });
-                assert!(once_each(&c));
+                    if i == 37 {
+                        panic!("task 37 fails");
+                    }
+                })
             });
+            let msg = r.expect_err("the panic is resumed");
+            assert_eq!(msg.downcast_ref::<&str>(), Some(&"task 37 fails"));
+            assert!(fork_counts(100));
         });
     }
 
     #[test]
     fn chunks_rows_and_items_cover_their_data_once() {
-        pool();
-        within_a_minute(|| {
-            drive(|| {
-                for (len, width) in [(0, 3), (1, 1), (10, 3), (1000, 7), (4096, 384), (5, 0)] {
-                    let mut data = vec![0u32; len];
-                    fork_chunks_mut(&mut data, width, |i, c| {
-                        c.iter_mut().for_each(|x| *x += 1 + i as u32)
-                    });
-                    let w = width.max(1);
-                    assert!(data
-                        .iter()
+        in_a_team(|| {
+            for (len, width) in [(0, 3), (1, 1), (10, 3), (1000, 7), (4096, 384), (5, 0)] {
+                let w = width.max(1);
+                let by_row = |data: &[u32]| {
+                    data.iter()
                         .enumerate()
-                        .all(|(k, &x)| x == 1 + (k / w) as u32));
-                    let mut data = vec![0u32; len];
-                    fork_rows_mut(&mut data, width, |r, row| {
-                        row.iter_mut().for_each(|x| *x += 1 + r as u32)
-                    });
-                    assert!(data
-                        .iter()
-                        .enumerate()
-                        .all(|(k, &x)| x == 1 + (k / w) as u32));
-                }
-                let c = counts(77);
-                fork_items((0..77).collect(), |i: usize| {
-                    c[i].fetch_add(1, SeqCst);
+                        .all(|(k, &x)| x == 1 + (k / w) as u32)
+                };
+                let mut data = vec![0u32; len];
+                fork_chunks_mut(&mut data, width, |i, c| {
+                    c.iter_mut().for_each(|x| *x += 1 + i as u32)
                 });
-                assert!(once_each(&c));
+                assert!(by_row(&data), "chunks of {width} in {len}");
+                let mut data = vec![0u32; len];
+                fork_rows_mut(&mut data, width, |r, row| {
+                    row.iter_mut().for_each(|x| *x += 1 + r as u32)
+                });
+                assert!(by_row(&data), "rows of {width} in {len}");
+            }
+            let c = counts(77);
+            fork_items((0..77).collect(), |i: usize| {
+                c[i].fetch_add(1, SeqCst);
             });
+            assert!(once_each(&c));
         });
     }
 
@@ -448,21 +445,12 @@ mod tests {
     #[test]
     fn concurrent_teams_and_rayon_work_finish() {
         use rayon::prelude::*;
-        pool();
         within_a_minute(|| {
             let drivers: Vec<_> = (0..4)
                 .map(|_| {
                     std::thread::spawn(|| {
                         for _ in 0..100 {
-                            drive(|| {
-                                for n in [5, 50, 500] {
-                                    let c = counts(n);
-                                    fork(n, |i| {
-                                        c[i].fetch_add(1, SeqCst);
-                                    });
-                                    assert!(once_each(&c));
-                                }
-                            });
+                            drive(|| assert!([5, 50, 500].into_iter().all(fork_counts)));
                         }
                     })
                 })
@@ -471,11 +459,7 @@ mod tests {
                 let total: usize = (0..64usize)
                     .into_par_iter()
                     .map(|i| {
-                        let c = counts(16);
-                        fork(16, |j| {
-                            c[j].fetch_add(1, SeqCst);
-                        });
-                        assert!(once_each(&c));
+                        assert!(fork_counts(16));
                         i
                     })
                     .sum();
