@@ -402,8 +402,8 @@ pub(crate) fn cpu_profile<T>(f: impl FnOnce() -> T) -> (T, Vec<std::time::Durati
     (out, times.unwrap_or_default())
 }
 
-/// Runs a kernel call's CPU passes: driving a [`crate::team`] of the pool's threads when it
-/// applies (see [`crate::team::can_drive`]), else as one task of rayon's pool (inline when
+/// Runs a kernel call's CPU passes: driving a team of the pool's threads when it applies
+/// (`team::can_drive`, in `team.rs`), else as one task of rayon's pool (inline when
 /// already on it).
 ///
 /// Called from outside the pool without a team, every parallel phase (a pass, packing B,
@@ -442,12 +442,12 @@ pub fn on_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 }
 
 /// Runs `f` over `0..n` split into contiguous ranges: on the calling thread when
-/// `n * cost` (roughly the elements touched) is small, on rayon's pool otherwise.
+/// `n * cost` (roughly the elements touched) is small, on the pool's threads otherwise.
 ///
 /// Below [`PARALLEL_THRESHOLD`] elements of work, spreading it over threads costs more than it
 /// saves. Above, `0..n` is cut into about four ranges per thread so that uneven progress
-/// balances out ([`crate::team::fork`] hands them out one at a time). The ranges never overlap and cover `0..n`
-/// exactly; `f` is not called when `n == 0`.
+/// balances out (`team::fork` hands them out one at a time). The ranges never overlap and
+/// cover `0..n` exactly; `f` is not called when `n == 0`.
 pub fn parallel_for(n: usize, cost: usize, f: impl Fn(std::ops::Range<usize>) + Sync + Send) {
     if n == 0 {
         return;
