@@ -2,7 +2,7 @@
 //! one sample of each implementation in turn, so that load from other processes hits both
 //! alike; prints the median of each and their ratio.
 //!
-//! `cargo run --release -p mia-bench --example cpu_ab [rounds]`
+//! `cargo run --release -p mia-bench --example cpu_ab [rounds [name filter]]`
 use std::time::Instant;
 
 use mia_runtime::prelude::*;
@@ -25,6 +25,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Times the implementations interleaved; prints medians and each one's time over the first's.
 fn ab(name: &str, rounds: usize, impls: &mut [(&str, &mut dyn FnMut())]) {
+    if !std::env::args().nth(2).is_none_or(|f| name.contains(&f)) {
+        return;
+    }
     for (_, f) in impls.iter_mut() {
         for _ in 0..3 {
             sample(*f);
@@ -54,6 +57,22 @@ fn data(n: usize, seed: usize) -> Vec<f32> {
 #[allow(dead_code)]
 #[path = "../src/kernels.rs"]
 mod kernels;
+
+/// A BERT linear layer as the model writes it: tokens `[B, T, K]`, weight stored `[N, K]`.
+#[kernel]
+fn bert_linear(x: Tensor<f32, B, T, K>, w: Tensor<f32, N, K>) -> Tensor<f32, B, T, N> {
+    matmul(x, transpose(w, 0, 1))
+}
+
+/// [`bert_linear`] with BERT's bias and GELU.
+#[kernel]
+fn bert_linear_gelu(
+    x: Tensor<f32, B, T, K>,
+    w: Tensor<f32, N, K>,
+    bias: Tensor<f32, N>,
+) -> Tensor<f32, B, T, N> {
+    gelu(matmul(x, transpose(w, 0, 1)) + bias)
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rounds: usize = std::env::args().nth(1).map_or(Ok(15), |s| s.parse())?;
@@ -100,6 +119,51 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         false,
                         gemm::Parallelism::Rayon(threads),
                     )
+                }),
+            ],
+        );
+    }
+    // The epilogues of BERT's FFN products: each product alone against it with its epilogue.
+    for (m, k, n) in [
+        (128, 384, 1536),
+        (4096, 384, 1536),
+        (128, 1536, 384),
+        (4096, 1536, 384),
+    ] {
+        // Weights scaled as a trained layer's (pre-activations mostly within ±4).
+        let scale: f32 = std::env::var("W").map_or(Ok(1.0 / 16.0), |s| s.parse())?;
+        let t = |r, c, seed, s: f32| {
+            Tensor::from_vec(
+                &dev,
+                [r, c],
+                data(r * c, seed).iter().map(|v| v * s).collect(),
+            )
+        };
+        let (x, w, res) = (t(m, k, 1, 1.0)?, t(k, n, 2, scale)?, t(m, n, 3, 4.0)?);
+        let bias = Tensor::from_vec(&dev, [n], data(n, 4))?;
+        let x3 = Tensor::from_vec(&dev, [m / 128, 128, k], data(m * k, 1))?;
+        let wt = Tensor::from_vec(
+            &dev,
+            [n, k],
+            data(k * n, 2).iter().map(|v| v * scale).collect(),
+        )?;
+        ab(
+            &format!("epilogue/{m}x{k}x{n}"),
+            rounds,
+            &mut [
+                ("matmul", &mut || drop(mia_kernels::matmul(&x, &w).unwrap())),
+                ("+gelu", &mut || {
+                    drop(mia_kernels::linear_gelu(&x, &w, &bias).unwrap())
+                }),
+                ("+residual", &mut || {
+                    drop(mia_kernels::linear_residual(&x, &w, &bias, &res).unwrap())
+                }),
+                ("bert", &mut || drop(bert_linear(&x3, &wt).unwrap())),
+                ("bert+gelu", &mut || {
+                    drop(bert_linear_gelu(&x3, &wt, &bias).unwrap())
+                }),
+                ("gelu pass", &mut || {
+                    drop(mia_kernels::bias_gelu(&res, &bias).unwrap())
                 }),
             ],
         );
