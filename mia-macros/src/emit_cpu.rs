@@ -133,7 +133,8 @@ fn dispatched(
 
 /// A matmul pass: the runtime's engine computes the products tile by tile, reading operands
 /// with a prologue through `{name}_pro{o}`, and calls the epilogue (`{name}_epi`) on each
-/// finished row segment; both are dispatched on AVX2 like a pass.
+/// finished row segment; both are dispatched on AVX2 like a pass. `mp[j]`: where B `j` keeps
+/// its packed copies when it is a kernel input (a weight), `None` for an intermediate.
 fn matmul_fn(
     p: usize,
     ir: &PassIr,
@@ -213,11 +214,12 @@ fn matmul_fn(
         #epilogue
         #hooks
         #[allow(clippy::all)]
-        fn #name(#(#outer_params,)* ma: &[f32], mb: [&[f32]; #nb], mx: [&[f32]; #nx], mk: usize, mst: &[[usize; #ms]; #na1]) {
-            ::mia_runtime::rt::matmul::<#nb, _>(
+        fn #name(#(#outer_params,)* ma: &[f32], mb: [&[f32]; #nb], mp: [Option<&::mia_runtime::rt::PackCache>; #nb], mx: [&[f32]; #nx], mk: usize, mst: &[[usize; #ms]; #na1]) {
+            ::mia_runtime::rt::matmul_packed::<#nb, _>(
                 ::mia_runtime::rt::MatDims { batch: &d[..#nbo], m: d[#nbo], n: d[#nbo + 1], k: mk },
                 ::mia_runtime::rt::MatOperand { data: ma, batch_strides: &mst[0][..#nbo], rs: mst[0][#nbo], cs: mst[0][#r], pro: #pro_a },
                 [#(#ops),*],
+                mp,
                 |bi: usize, m: usize, n0: usize, acc: &[&[f32]; #nb]| #epi_name(#(#outer_args,)* bi, m, n0, acc),
             );
         }

@@ -631,7 +631,15 @@ impl Expander<'_> {
                         x.iter().map(|b| format_ident!("__cb{}", b.buf)).collect()
                     };
                     let (bs, xs) = (cb(&m.bs), cb(&m.extra));
-                    quote!(#f(#(#args,)* &__d, &__st, &#a[..], [#(&#bs[..]),*], [#(&#xs[..]),*], __mk, &__mst);)
+                    let tparams = self.tensor_params();
+                    let packs = m.bs.iter().map(|b| match self.f.buffers[b.buf].kind {
+                        BufKind::Input(i) => {
+                            let id = &tparams[i].0;
+                            quote!(rt::cpu_packs(#id))
+                        }
+                        _ => quote!(None),
+                    });
+                    quote!(#f(#(#args,)* &__d, &__st, &#a[..], [#(&#bs[..]),*], [#(#packs),*], [#(&#xs[..]),*], __mk, &__mst);)
                 }
                 None => quote! {
                     rt::parallel_for(__count, #cost, |__range| #f(#(#args,)* &__d, &__st, __range));

@@ -86,6 +86,20 @@ pub fn matmul<'a, const NB: usize, F>(d: Dims, a: Operand<'a>, b: [Operand<'a>; 
 where
     F: Fn(usize, usize, usize, &[&[f32]; NB]) + Sync,
 {
+    matmul_packed(d, a, b, [None; NB], epi)
+}
+
+/// [`matmul`], with each B's data the whole of a tensor whose [`PackCache`] is `packs[j]`
+/// (`None`: an intermediate, packed on each call).
+pub fn matmul_packed<'a, const NB: usize, F>(
+    d: Dims,
+    a: Operand<'a>,
+    b: [Operand<'a>; NB],
+    packs: [Option<&PackCache>; NB],
+    epi: F,
+) where
+    F: Fn(usize, usize, usize, &[&[f32]; NB]) + Sync,
+{
     let batches: usize = d.batch.iter().product();
     if batches == 0 || d.m == 0 || d.n == 0 {
         return;
@@ -137,11 +151,11 @@ where
     #[cfg(target_arch = "x86_64")]
     if crate::rt::has_avx2_fma() {
         if has_avx512() {
-            return tiled::<Avx512, NB, _>(d, batches, a, b, &epi, force);
+            return tiled::<Avx512, NB, _>(d, batches, a, b, packs, &epi, force);
         }
-        return tiled::<Avx2, NB, _>(d, batches, a, b, &epi, force);
+        return tiled::<Avx2, NB, _>(d, batches, a, b, packs, &epi, force);
     }
-    tiled::<Portable, NB, _>(d, batches, a, b, &epi, force)
+    tiled::<Portable, NB, _>(d, batches, a, b, packs, &epi, force)
 }
 
 /// Whether A (no prologue) holds its batches one after another, row-major: batch `i`'s rows
@@ -591,7 +605,8 @@ struct Split {
 /// extra tile. Packing B once for the call ([`PackedB`]) costs its whole packing up front
 /// (spread over the threads) and saves each tile its B packing: it wins when several row
 /// tiles share a B block (M = 4096 tokens: 29 tiles would pack the same weight).
-/// `shared_b`: how many B matrices one call would pack (`None`: too big to pack up front).
+/// `shared_b`: how many B matrices one call would pack (`None`: too big to pack up front; 0:
+/// packed already, in their tensors' [`PackCache`]s).
 fn split(
     d: &Dims,
     batches: usize,
@@ -622,8 +637,10 @@ fn split(
         },
     );
     // Packing all of B once, spread over the threads.
-    let pack_all =
-        shared_b.map(|nbb| (PACK * nbb * d.n.div_ceil(nr) * nr * d.k).div_ceil(threads) + SYNC);
+    let pack_all = shared_b.map(|nbb| match nbb {
+        0 => 0,
+        _ => (PACK * nbb * d.n.div_ceil(nr) * nr * d.k).div_ceil(threads) + SYNC,
+    });
     for mc in [MC, 96, 48, 24] {
         for nc in [NC, 256, 128, 64, 32].into_iter().filter(|&nc| nc >= nr) {
             let tiles = batches * d.m.div_ceil(mc) * d.n.div_ceil(nc);
@@ -681,15 +698,14 @@ fn depth_blocks(k: usize, ks: usize, kslice: usize) -> impl Iterator<Item = (usi
     })
 }
 
-/// B packed once for a call and read by every tile. Per B batch `bb` and operand `j`, each
-/// depth block `(p0, kc)` (of [`depth_blocks`]) is `NR`-column panels over all `np` (N padded)
-/// columns, `kc × np` elements at `((bb·NB + j)·k + p0)·np`; the panels of columns from `j0`
+/// B packed once for a call and read by every tile. Per B batch `bb` and operand `j`, `parts[bb·NB
+/// + j]` holds each depth block `(p0, kc)` (of [`depth_blocks`]) as `NR`-column panels over all
+/// `np` (N padded) columns, `kc × np` elements at `p0·np`; the panels of columns from `j0`
 /// start `j0·kc` into it, exactly as a tile's own packed block would be laid out.
 struct PackedB<'p> {
-    data: &'p [f32],
+    parts: Vec<&'p [f32]>,
     /// B batches packed: 1 when every B is broadcast over the batch, else one per batch.
     nbb: usize,
-    k: usize,
     np: usize,
 }
 
@@ -703,8 +719,78 @@ impl PackedB<'_> {
         (j0, ncp): (usize, usize),
     ) -> &[f32] {
         let bb = if self.nbb == 1 { 0 } else { bi };
-        let at = ((bb * nb + j) * self.k + p0) * self.np + j0 * kc;
-        &self.data[at..at + ncp * kc]
+        let at = p0 * self.np + j0 * kc;
+        &self.parts[bb * nb + j][at..at + ncp * kc]
+    }
+}
+
+/// Packed copies of one tensor's data as the B of products, kept with the tensor (a CPU
+/// tensor's storage owns one): a weight multiplies every call's activations, and packing it
+/// each call cost a sixth of a MiniLM forward at batch 1 (its weights are stored `[out, in]`,
+/// transposed as they are packed). A layout is packed into the cache the second time it is
+/// asked for, so a B used once costs no memory; the copies go with the tensor. Tensors are
+/// never modified in place, so a copy never goes stale.
+#[derive(Default)]
+pub struct PackCache(std::sync::Mutex<Vec<(PackKey, Option<Packed>)>>);
+
+/// One packed copy (`None` in a [`PackCache`]: the view was seen once, not packed yet).
+type Packed = std::sync::Arc<Vec<f32>>;
+
+/// What a packed copy depends on: the view of the data (from its first element, `n` columns
+/// at column stride `cs`, depth `k` at row stride `rs`), the microkernel's `NR`, and the depth
+/// slices.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct PackKey {
+    view: (usize, usize, usize, usize, usize),
+    nr: usize,
+    slices: (usize, usize),
+}
+
+fn pack_key(d: &Dims, b: &Operand, nr: usize, slices: (usize, usize)) -> PackKey {
+    PackKey {
+        view: (b.data.as_ptr() as usize, d.k, d.n, b.rs, b.cs),
+        nr,
+        slices,
+    }
+}
+
+/// Layouts one tensor keeps at most (a B used by kernels of several shapes or thread counts).
+const PACKS_KEPT: usize = 4;
+
+impl PackCache {
+    /// Whether `key`'s view was asked for before (in any depth slicing); records it.
+    fn seen(&self, key: PackKey) -> bool {
+        let Ok(mut e) = self.0.lock() else {
+            return false;
+        };
+        if e.iter().any(|(k, _)| k.view == key.view && k.nr == key.nr) {
+            return true;
+        }
+        e.push((key, None));
+        false
+    }
+
+    /// The copy packed for `key`, packing it with `fill` when there is none yet.
+    fn get_or_pack(&self, key: PackKey, len: usize, fill: impl FnOnce(&mut [f32])) -> Packed {
+        let found = self.0.lock().ok().and_then(|e| {
+            e.iter()
+                .find(|(k, _)| *k == key)
+                .and_then(|(_, p)| p.clone())
+        });
+        if let Some(p) = found {
+            return p;
+        }
+        let mut buf = vec![0.0; len];
+        fill(&mut buf);
+        let p = std::sync::Arc::new(buf);
+        if let Ok(mut e) = self.0.lock() {
+            e.retain(|(k, p)| *k != key && (p.is_some() || k.view != key.view));
+            if e.len() >= PACKS_KEPT {
+                e.remove(0);
+            }
+            e.push((key, Some(p.clone())));
+        }
+        p
     }
 }
 
@@ -756,6 +842,7 @@ fn tiled<K: Micro, const NB: usize, F>(
     batches: usize,
     a: Operand,
     b: [Operand; NB],
+    packs: [Option<&PackCache>; NB],
     epi: &F,
     force_shared: Option<bool>,
 ) where
@@ -777,14 +864,27 @@ fn tiled<K: Micro, const NB: usize, F>(
         .into_iter()
         .try_fold(nbb, usize::checked_mul)
         .filter(|&len| len > 0 && len <= MAX_SHARED_B && force_shared != Some(false));
+    // Every B a tensor's data (no prologue: it may read other inputs), asked for before with
+    // this view: packed in its cache (the split then counts no packing for B).
+    static PREPACK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let prepacked = shared_len.is_some()
+        && nbb == 1
+        && *PREPACK.get_or_init(|| crate::rt::env_switch("MIA_CPU_PREPACK") != Some(false))
+        && (0..NB).all(|j| {
+            b[j].pro.is_none()
+                && packs[j].is_some_and(|c| c.seen(pack_key(&d, &b[j], K::NR, (1, d.k))))
+        });
     let mut sp = split(
         &d,
         batches,
         (K::MR, K::NR),
         threads,
-        shared_len.map(|_| nbb),
+        shared_len.map(|_| if prepacked { 0 } else { nbb }),
         !reads_a_in_place(&a),
     );
+    if prepacked {
+        sp.shared = true;
+    }
     if force_shared == Some(true) && shared_len.is_some() {
         sp.shared = true;
     }
@@ -868,6 +968,24 @@ fn tiled<K: Micro, const NB: usize, F>(
     let Some(len) = shared_len.filter(|_| shared) else {
         return body(None);
     };
+    if prepacked {
+        // Each B from its tensor's cache (packed there on this call if not yet).
+        let copies: Vec<_> = (0..NB)
+            .filter_map(|j| {
+                let key = pack_key(&d, &b[j], K::NR, (ks, kslice));
+                packs[j].map(|c| {
+                    c.get_or_pack(key, d.k * np, |buf| {
+                        pack_b_all(&d, &[b[j]], K::NR, 1, (ks, kslice), np, buf, serial)
+                    })
+                })
+            })
+            .collect();
+        return body(Some(&PackedB {
+            parts: copies.iter().map(|c| &c[..]).collect(),
+            nbb,
+            np,
+        }));
+    }
     // B packed once, then the tiles: the buffer is the caller's, or a fresh one when this
     // thread is already inside such a product (as for the partial tiles above).
     let with = |buf: &mut Vec<f32>| {
@@ -877,9 +995,8 @@ fn tiled<K: Micro, const NB: usize, F>(
         let buf = &mut buf[..len];
         pack_b_all(&d, &b, K::NR, nbb, (ks, kslice), np, buf, serial);
         body(Some(&PackedB {
-            data: buf,
+            parts: buf.chunks_exact(d.k * np).collect(),
             nbb,
-            k: d.k,
             np,
         }));
     };
@@ -1148,7 +1265,15 @@ mod tests {
         };
         let batches = batch;
         if batches > 0 && m > 0 && n > 0 {
-            tiled::<K, 2, _>(d, batches, a_op, [b_op, nb_op], &epi, Some(shared));
+            tiled::<K, 2, _>(
+                d,
+                batches,
+                a_op,
+                [b_op, nb_op],
+                [None; 2],
+                &epi,
+                Some(shared),
+            );
         }
         let out = out.into_inner().unwrap();
         for bi in 0..batch {
@@ -1306,5 +1431,78 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// B from a tensor's cache: the first call records the view, the second packs it into the
+    /// cache, later ones read the copy; two views of one tensor (as stored and transposed, in
+    /// two shapes) keep apart, and every call matches float64.
+    #[test]
+    fn packed_copies_serve_later_calls() {
+        let w: Vec<f32> = (0..48 * 40)
+            .map(|i| ((i * 11) % 13) as f32 / 6.0 - 1.0)
+            .collect();
+        let cache = PackCache::default();
+        // (k, n, rs, cs): w as `[48, 40]`, transposed as `[40, 48]`, and as `[40, 48]` row-major.
+        for (k, n, rs, cs) in [(48, 40, 40, 1), (40, 48, 1, 40), (40, 48, 48, 1)] {
+            for m in [3, 130] {
+                let a: Vec<f32> = (0..m * k)
+                    .map(|i| ((i * 37) % 17) as f32 / 8.0 - 1.0)
+                    .collect();
+                for call in 0..3 {
+                    let d = Dims {
+                        batch: &[],
+                        m,
+                        n,
+                        k,
+                    };
+                    let a_op = Operand {
+                        data: &a,
+                        batch_strides: &[],
+                        rs: k,
+                        cs: 1,
+                        pro: None,
+                    };
+                    let b_op = Operand {
+                        data: &w,
+                        batch_strides: &[],
+                        rs,
+                        cs,
+                        pro: None,
+                    };
+                    let out = Mutex::new(vec![f32::NAN; m * n]);
+                    matmul_packed(
+                        d,
+                        a_op,
+                        [b_op, b_op],
+                        [Some(&cache), Some(&cache)],
+                        |_, i, j0, acc: &[&[f32]; 2]| {
+                            assert_eq!(acc[0], acc[1]);
+                            out.lock().unwrap()[i * n + j0..][..acc[0].len()]
+                                .copy_from_slice(acc[0]);
+                        },
+                    );
+                    let out = out.into_inner().unwrap();
+                    for i in 0..m {
+                        for j in 0..n {
+                            let want: f64 = (0..k)
+                                .map(|p| a[i * k + p] as f64 * w[p * rs + j * cs] as f64)
+                                .sum();
+                            let got = out[i * n + j] as f64;
+                            assert!(
+                                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                                "{k}x{n} m {m} call {call} [{i},{j}]: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let kept = cache.0.lock().unwrap();
+        let on = crate::rt::env_switch("MIA_CPU_PREPACK") != Some(false);
+        assert!(
+            !on || kept.iter().any(|(_, p)| p.is_some()),
+            "nothing was packed into the cache"
+        );
+        assert!(kept.len() <= PACKS_KEPT);
     }
 }

@@ -56,8 +56,9 @@ pub(crate) fn give<T: Element>(buf: Vec<T>) {
     });
 }
 
-/// A CPU tensor's data; returns itself to the pool when the last tensor using it is dropped.
-pub(crate) struct HostBuf<T: Element>(pub(crate) Vec<T>);
+/// A CPU tensor's data, and its copies packed as a product's B; returns the data to the pool
+/// when the last tensor using it is dropped.
+pub(crate) struct HostBuf<T: Element>(pub(crate) Vec<T>, pub(crate) crate::gemm::PackCache);
 
 impl<T: Element> Drop for HostBuf<T> {
     fn drop(&mut self) {

@@ -325,6 +325,11 @@ pub fn cpu<T: Element>(t: &Tensor<T>) -> Result<&[T]> {
     })
 }
 
+/// Where a CPU tensor keeps its data packed as a product's B (`None` on a GPU).
+pub fn cpu_packs<T: Element>(t: &Tensor<T>) -> Option<&PackCache> {
+    t.packs()
+}
+
 /// A host output buffer of `len` elements. Its contents are unspecified until written (debug
 /// builds fill it with a poison value so unwritten elements show up in tests).
 ///
@@ -465,7 +470,7 @@ pub use crate::attention::{attention, gpu_attention, AttnArgs, AttnDims, AttnOut
 pub use crate::gather::{gather, gpu_gather};
 #[doc(hidden)]
 pub use crate::gemm::force_shared_b as matmul_shared_b;
-pub use crate::gemm::{matmul, Dims as MatDims, Operand as MatOperand};
+pub use crate::gemm::{matmul, matmul_packed, Dims as MatDims, Operand as MatOperand, PackCache};
 pub use crate::mask::{causal_mask, gpu_causal_mask};
 
 /// Elements of work below which [`parallel_for`] stays on the calling thread.

@@ -325,6 +325,15 @@ impl<T: Element> Tensor<T> {
         }
     }
 
+    /// The packed copies of the host data (see [`crate::gemm::PackCache`]).
+    pub(crate) fn packs(&self) -> Option<&crate::gemm::PackCache> {
+        match &self.storage {
+            Storage::Cpu(v) => Some(&v.1),
+            #[cfg(feature = "gpu")]
+            Storage::Gpu(_) => None,
+        }
+    }
+
     /// The GPU buffer, if the tensor lives on a GPU.
     #[cfg(feature = "gpu")]
     pub(crate) fn buffer(&self) -> Option<&GpuBuffer> {
@@ -340,7 +349,7 @@ impl<T: Element> Tensor<T> {
         Tensor {
             shape,
             device: Device::cpu(),
-            storage: Storage::Cpu(Arc::new(HostBuf(data))),
+            storage: Storage::Cpu(Arc::new(HostBuf(data, Default::default()))),
         }
     }
 
