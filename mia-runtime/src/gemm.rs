@@ -1058,12 +1058,18 @@ fn product<K: Micro, const NB: usize>(
                     }
                 };
                 let tile = &mut out[j * block..(j + 1) * block];
-                for (pj, bpanel) in panels
-                    .chunks_exact(K::NR * kc)
-                    .take(ncp / K::NR)
-                    .enumerate()
-                {
-                    for pi in 0..mcp / K::MR {
+                let npanels = ncp / K::NR;
+                let (rowp, panel) = (mcp / K::MR, K::NR * kc);
+                // Lines of the next B panel to prefetch per microtile, so that a panel read
+                // from memory (packed for the call, or kept with a weight; one this tile
+                // packed is in cache already) arrives while the row panels run over this one.
+                let step = (panel / 16).div_ceil(rowp) * 16;
+                for (pj, bpanel) in panels.chunks_exact(panel).take(npanels).enumerate() {
+                    let next = pb.and_then(|_| panels.get((pj + 1) * panel..(pj + 2) * panel));
+                    for pi in 0..rowp {
+                        if let Some(next) = next {
+                            prefetch(&next[(pi * step).min(panel)..((pi + 1) * step).min(panel)]);
+                        }
                         let c = &mut tile[pi * K::MR * ldc + pj * K::NR..];
                         if pi < direct {
                             let at = aoff + (i0 + pi * K::MR) * a.rs + p0;
@@ -1078,6 +1084,22 @@ fn product<K: Micro, const NB: usize>(
             }
         }
     });
+}
+
+/// Asks for `data`'s cache lines (into L2) ahead of their use.
+#[inline(always)]
+fn prefetch(data: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in data.chunks(16) {
+        // SAFETY: a prefetch is a hint; the address is in bounds anyway.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
 }
 
 /// `M = 1`: each task streams its columns of B once (no packing), which is what a
