@@ -104,41 +104,6 @@ pub fn matmul_packed<'a, const NB: usize, F>(
     if batches == 0 || d.m == 0 || d.n == 0 {
         return;
     }
-    // Batches of A stacked row after row against a B shared by all (a linear layer on
-    // `[B, T, D]` tokens) are one product of `B·T` rows: tiles may then be as tall as the
-    // engine likes instead of `T` rows (128 = 10⅔ microtiles of 12). (Batched `M = 1` rows
-    // stay vector products, which stream B without packing it.) `MIA_CPU_FOLD=0`: batch by
-    // batch, to compare.
-    static FOLD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let fold = batches > 1
-        && d.m > 1
-        && *FOLD.get_or_init(|| crate::rt::env_switch("MIA_CPU_FOLD") != Some(false))
-        && stacked_rows(&d, &a)
-        && b.iter()
-            .all(|x| x.pro.is_none() && x.batch_strides.iter().all(|&s| s == 0));
-    let rows = d.m;
-    let (d, a, b, batches) = if fold {
-        let unbatched = |x: Operand<'a>| Operand {
-            batch_strides: &[],
-            ..x
-        };
-        let m = batches * d.m;
-        (
-            Dims { batch: &[], m, ..d },
-            unbatched(a),
-            b.map(unbatched),
-            1,
-        )
-    } else {
-        (d, a, b, batches)
-    };
-    let epi = |bi: usize, r: usize, j0: usize, acc: &[&[f32]; NB]| {
-        if fold {
-            epi(r / rows, r % rows, j0, acc)
-        } else {
-            epi(bi, r, j0, acc)
-        }
-    };
     // GEMV streams B as it is stored, so a B with a prologue takes the packing path.
     if d.m == 1 && b.iter().all(|x| x.pro.is_none()) {
         return gemv(d, batches, a, b, &epi);
@@ -156,18 +121,6 @@ pub fn matmul_packed<'a, const NB: usize, F>(
         return tiled::<Avx2, NB, _>(d, batches, a, b, packs, &epi, force);
     }
     tiled::<Portable, NB, _>(d, batches, a, b, packs, &epi, force)
-}
-
-/// Whether A (no prologue) holds its batches one after another, row-major: batch `i`'s rows
-/// continue from batch `i - 1`'s (strides of unit batch dims do not matter).
-fn stacked_rows(d: &Dims, a: &Operand) -> bool {
-    let mut stride = d.m * a.rs;
-    a.pro.is_none()
-        && d.batch.iter().zip(a.batch_strides).rev().all(|(&dim, &s)| {
-            let ok = dim == 1 || s == stride;
-            stride *= dim;
-            ok
-        })
 }
 
 /// Whether tiles read `a` in place (row-major, no prologue) instead of packing it: see
@@ -1388,70 +1341,6 @@ mod tests {
         assert!(split(&d, 1, (12, 32), 16, None, true).ks > 1);
         for threads in [2, 16] {
             assert!(!split(&d, 1, (12, 32), threads, Some(1), true).shared);
-        }
-    }
-
-    /// Batches over two dims against a broadcast B, through [`matmul`]: A stacked row after
-    /// row (one product of all rows) and A with a gap between batches (batch by batch); the
-    /// epilogue sees each row under its own batch and row index either way.
-    #[test]
-    fn stacked_batches_fold_into_rows() {
-        let (dims, m, k, n) = ([2usize, 3], 37, 45, 29);
-        for gap in [0, 7] {
-            let bstride = m * k + gap;
-            let a: Vec<f32> = (0..6 * bstride)
-                .map(|i| ((i * 37) % 17) as f32 / 8.0 - 1.0)
-                .collect();
-            let b: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 11) % 13) as f32 / 6.0 - 1.0)
-                .collect();
-            let d = Dims {
-                batch: &dims,
-                m,
-                n,
-                k,
-            };
-            let a_op = Operand {
-                data: &a,
-                batch_strides: &[3 * bstride, bstride],
-                rs: k,
-                cs: 1,
-                pro: None,
-            };
-            assert_eq!(stacked_rows(&d, &a_op), gap == 0);
-            let b_op = Operand {
-                data: &b,
-                batch_strides: &[0, 0],
-                rs: n,
-                cs: 1,
-                pro: None,
-            };
-            let out = Mutex::new(vec![f32::NAN; 6 * m * n]);
-            matmul(
-                d,
-                a_op,
-                [b_op],
-                |bi: usize, i: usize, j0: usize, acc: &[&[f32]; 1]| {
-                    assert!(bi < 6 && i < m, "row {i} of batch {bi}");
-                    let at = (bi * m + i) * n + j0;
-                    out.lock().unwrap()[at..at + acc[0].len()].copy_from_slice(acc[0]);
-                },
-            );
-            let out = out.into_inner().unwrap();
-            for bi in 0..6 {
-                for i in 0..m {
-                    for j in 0..n {
-                        let want: f64 = (0..k)
-                            .map(|p| a[bi * bstride + i * k + p] as f64 * b[p * n + j] as f64)
-                            .sum();
-                        let got = out[(bi * m + i) * n + j] as f64;
-                        assert!(
-                            (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                            "gap {gap} [{bi},{i},{j}]: {got} vs {want}"
-                        );
-                    }
-                }
-            }
         }
     }
 
