@@ -8,9 +8,9 @@
 #     bash bench/cpu-minilm.sh model MODEL_DIR REFERENCE_JSON [ROUNDS]
 #         MiniLM, mia and sentence-transformers alternating for ROUNDS rounds (the host's times
 #         move by 20-40% between runs), each round also mia with the switch above.
-# AB=VAR=VALUE picks the switch (README lists them); its runs are tagged VAR=VALUE.
 #         mia's per-pass breakdown sets each product inside the model beside the same
 #         product alone.
+# AB=VAR=VALUE picks the switch (README lists them); its runs are tagged VAR=VALUE.
 # Carry .devbin as for bench/h100.sh. Results (JSON per run, the log) go to
 # $OUT/cpu-{products,model}.tgz, $OUT else /tmp/mia-bench.
 set -uo pipefail

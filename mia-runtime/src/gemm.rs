@@ -82,7 +82,7 @@ static FORCE_SHARED_B: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8
 
 /// Computes `NB` products sharing the left operand and hands each finished output row
 /// segment to `epi(batch_index, row, col0, [acc_j])` (row-major over the batch dims).
-pub fn matmul<'a, const NB: usize, F>(d: Dims, a: Operand<'a>, b: [Operand<'a>; NB], epi: F)
+pub fn matmul<const NB: usize, F>(d: Dims, a: Operand, b: [Operand; NB], epi: F)
 where
     F: Fn(usize, usize, usize, &[&[f32]; NB]) + Sync,
 {
@@ -91,10 +91,10 @@ where
 
 /// [`matmul`], with each B's data the whole of a tensor whose [`PackCache`] is `packs[j]`
 /// (`None`: an intermediate, packed on each call).
-pub fn matmul_packed<'a, const NB: usize, F>(
+pub fn matmul_packed<const NB: usize, F>(
     d: Dims,
-    a: Operand<'a>,
-    b: [Operand<'a>; NB],
+    a: Operand,
+    b: [Operand; NB],
     packs: [Option<&PackCache>; NB],
     epi: F,
 ) where
